@@ -1,0 +1,49 @@
+# Every target sets itself up: a fresh machine with Python 3.11 needs nothing else
+# (make test also needs kubectl on PATH for the manifest tests).
+PYTHON ?= python3.11
+VENV := .venv
+CHECKOV_VENV := .venv-checkov
+PY := $(VENV)/bin/python
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# Local runs keep their state in the git-ignored var/ folder.
+export DATABASE_PATH ?= $(CURDIR)/var/payment.sqlite3
+export DJANGO_SECRET_KEY_FILE ?= $(CURDIR)/var/secret_key
+export STATIC_ROOT ?= $(CURDIR)/var/static
+export HOST ?= 127.0.0.1
+
+.PHONY: run test stress bench check-kubectl clean
+
+$(VENV)/.installed: pyproject.toml scripts/requirements.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) scripts/requirements.py test > $(VENV)/requirements.txt
+	$(VENV)/bin/pip install --quiet -r $(VENV)/requirements.txt
+	touch $@
+
+$(CHECKOV_VENV)/.installed: requirements/checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements/checkov.txt
+	touch $@
+
+## run: serve the payment service on http://127.0.0.1:8000 (SQLite in var/)
+run: $(VENV)/.installed
+	mkdir -p var
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ./scripts/entrypoint
+
+check-kubectl:
+	@command -v kubectl >/dev/null 2>&1 || { \
+	  echo "error: kubectl is not on PATH. The manifest tests render the Kustomize tree with" >&2; \
+	  echo "'kubectl kustomize'; install kubectl (any release from the last year) and retry." >&2; \
+	  exit 1; }
+
+## test: every test: the service (Django test client and real gunicorn) and the manifests
+test: $(VENV)/.installed $(CHECKOV_VENV)/.installed check-kubectl
+	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -m "not stress"
+
+## stress: the slow reliability runs against the real server (concurrency, crash, shutdown)
+stress: $(VENV)/.installed
+	$(PY) -m pytest -m stress -s
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache
