@@ -27,8 +27,7 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 
 ## run: serve the payment service on http://127.0.0.1:8000 (SQLite in var/)
 run: $(VENV)/.installed
-	mkdir -p var
-	$(PY) manage.py collectstatic --noinput --verbosity 0
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ./scripts/entrypoint python manage.py collectstatic --noinput --verbosity 0
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ./scripts/entrypoint
 
 check-kubectl:

@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+# The payment service image: gunicorn serving Django, SQLite on the /data volume.
+# Runs as UID 10001 with a read-only root filesystem; writes only to /data and /tmp.
+
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+# --- build: install the pinned dependencies into a virtualenv -----------------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml ./
+COPY scripts/requirements.py scripts/
+RUN python -m venv /opt/venv \
+ && python scripts/requirements.py > requirements.txt \
+ && /opt/venv/bin/pip install --require-virtualenv -r requirements.txt
+COPY manage.py gunicorn.conf.py ./
+COPY payment_project/ payment_project/
+COPY payment_app/ payment_app/
+# Static files collected at build time: the running container cannot write them.
+RUN DJANGO_SECRET_KEY=collectstatic-only /opt/venv/bin/python manage.py collectstatic --noinput --verbosity 0
+
+# --- runtime: no compilers, no pip cache, non-root ---------------------------------------
+FROM ${PYTHON_IMAGE}
+RUN groupadd --system --gid 10001 payment \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin payment \
+ && mkdir -p /data && chown 10001:10001 /data
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    DATABASE_PATH=/data/payment.sqlite3 \
+    DJANGO_SECRET_KEY_FILE=/data/secret_key \
+    STATIC_ROOT=/app/staticfiles \
+    PORT=8000
+WORKDIR /app
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /src/staticfiles /app/staticfiles
+COPY manage.py gunicorn.conf.py ./
+COPY scripts/entrypoint scripts/entrypoint
+COPY payment_project/ payment_project/
+COPY payment_app/ payment_app/
+RUN python -m compileall -q /app/payment_project /app/payment_app
+USER 10001:10001
+VOLUME ["/data"]
+EXPOSE 8000
+ENTRYPOINT ["/app/scripts/entrypoint"]

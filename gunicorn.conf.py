@@ -1,0 +1,61 @@
+"""gunicorn settings for the payment service, read from the environment.
+
+Used by the container's entrypoint, `make run` and the tests that start the real server.
+"""
+
+import os
+import tempfile
+
+bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads overlap a request's network I/O with another's work and keep connections
+# alive between Antaeus's sequential charges; SQLite serialises the writes themselves.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+keepalive = 5
+
+# SIGTERM: stop accepting, finish the requests in flight, exit within graceful_timeout.
+# Kubernetes' terminationGracePeriodSeconds must be longer (the manifests use 30 s).
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+
+# Read-only root filesystem: heartbeat files go to memory-backed /dev/shm where it exists
+# (else the temp dir, /tmp in the pod), and the control socket, which would live under
+# $HOME, is off.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+control_socket_disable = True
+
+# Request-size limits in front of Django (the charge body limit is in the settings).
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+
+# Logs: gunicorn's own lines as JSON on stdout, like the application's. The service logs
+# one line per charge attempt itself; GUNICORN_ACCESS_LOG=true adds an access log line
+# per request.
+accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "").lower() in ("1", "true", "yes") else None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"},
+        "error_console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"},
+    },
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
+        "gunicorn.access": {
+            "level": "INFO" if accesslog else "WARNING",
+            "handlers": ["console"],
+            "propagate": False,
+        },
+    },
+}

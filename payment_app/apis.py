@@ -1,0 +1,87 @@
+"""The HTTP API. Views are thin: validate, call the service, serialize."""
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import UnsupportedMediaType, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from payment_app.fields import AmountField, CurrencyField, StrictIntegerField
+from payment_app.models import CUSTOMER_ID_MAX, IDEMPOTENCY_KEY_MAX_LENGTH, ChargeAttempt
+from payment_app.services import charge_attempt_create
+
+
+class ErrorSerializer(serializers.Serializer):
+    result = serializers.BooleanField(default=False)
+    error = serializers.CharField()
+    reason = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
+class ChargeCreateApi(APIView):
+    """Charge a customer. This is the URL Antaeus's PAYMENT_PROVIDER_ENDPOINT names."""
+
+    # No OPTIONS metadata: every answer on this path carries "result".
+    metadata_class = None
+
+    class InputSerializer(serializers.Serializer):
+        customer_id = StrictIntegerField(min_value=1, max_value=CUSTOMER_ID_MAX)
+        value = AmountField()
+        currency = CurrencyField()
+
+    class OutputSerializer(serializers.ModelSerializer):
+        value = AmountField(source="amount")
+        currency = CurrencyField()
+        result = serializers.BooleanField(source="succeeded")
+
+        class Meta:
+            model = ChargeAttempt
+            fields = ["id", "created_at", "customer_id", "value", "currency", "result"]
+
+    @extend_schema(
+        operation_id="charge_create",
+        request=InputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                location=OpenApiParameter.HEADER,
+                required=False,
+                description="Retry-safe key (1-255 printable ASCII characters): a repeat with the "
+                "same parameters replays the first response; other parameters are refused.",
+            )
+        ],
+        responses={
+            201: OutputSerializer,
+            400: OpenApiResponse(ErrorSerializer, description="Invalid request"),
+            413: OpenApiResponse(ErrorSerializer, description="Body over the size limit"),
+            415: OpenApiResponse(ErrorSerializer, description="Not application/json"),
+            422: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with other parameters"),
+            503: OpenApiResponse(ErrorSerializer, description="Storage unavailable, nothing charged"),
+        },
+        description="Record a charge attempt and return its outcome in `result` (true: charged). "
+        "Both outcomes answer 201: the attempt was created either way.",
+    )
+    def post(self, request):
+        if not request.content_type:
+            raise UnsupportedMediaType("", detail="Send the charge as Content-Type: application/json.")
+        idempotency_key = _idempotency_key(request)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        attempt, _created = charge_attempt_create(
+            customer_id=serializer.validated_data["customer_id"],
+            amount=serializer.validated_data["value"],
+            currency=serializer.validated_data["currency"],
+            idempotency_key=idempotency_key,
+        )
+        return Response(self.OutputSerializer(attempt).data, status=status.HTTP_201_CREATED)
+
+
+def _idempotency_key(request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH or not key.isascii() or not key.isprintable():
+        raise ValidationError(
+            {"Idempotency-Key": [f"Must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters."]}
+        )
+    return key

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PaymentAppConfig(AppConfig):
+    name = "payment_app"
+    verbose_name = "Payments"

@@ -1,0 +1,54 @@
+"""Readiness checks beyond django-health-check's own Database check."""
+
+import dataclasses
+import sqlite3
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+from health_check.base import HealthCheck
+from health_check.exceptions import ServiceUnavailable
+
+
+@dataclasses.dataclass
+class DatabaseWritable(HealthCheck):
+    """The SQLite file can take the write lock within `lock_timeout` seconds.
+
+    Fails when the file or its directory is missing, read-only, or held locked by
+    another process: every case in which a charge could not be recorded.
+    """
+
+    lock_timeout: float = 1.0
+
+    def run(self):
+        uri = f"{settings.DATABASE_PATH.resolve().as_uri()}?mode=rw"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.lock_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ServiceUnavailable(f"cannot open the database: {exc}") from exc
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise ServiceUnavailable(f"cannot write to the database: {exc}") from exc
+        finally:
+            conn.close()
+
+
+@dataclasses.dataclass
+class MigrationsApplied(HealthCheck):
+    """Every migration is applied: a pod is not ready on an old schema."""
+
+    alias: str = DEFAULT_DB_ALIAS
+
+    def run(self):
+        connection = connections[self.alias]
+        try:
+            executor = MigrationExecutor(connection)
+            plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        except Exception as exc:
+            raise ServiceUnavailable(f"cannot read the migration state: {exc}") from exc
+        finally:
+            connection.close()
+        if plan:
+            raise ServiceUnavailable(f"{len(plan)} migration(s) not applied")

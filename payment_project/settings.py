@@ -1,0 +1,222 @@
+"""Settings for the payment service, read from the environment in this one place.
+
+Every variable is documented in README.md ("Configuration"). Defaults are the safe
+production ones: DEBUG off, and no built-in secret key unless DEBUG is on.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = env.str(name, default=str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+
+
+# --- Core -------------------------------------------------------------------------------
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+
+
+def _secret_key() -> str:
+    if key := env.str("DJANGO_SECRET_KEY", default=""):
+        return key
+    if key_file := env.str("DJANGO_SECRET_KEY_FILE", default=""):
+        try:
+            key = Path(key_file).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(
+                f"DJANGO_SECRET_KEY_FILE={key_file} cannot be read ({exc.strerror}); "
+                "the entrypoint creates it on first start"
+            ) from None
+        if key:
+            return key
+        raise ImproperlyConfigured(f"DJANGO_SECRET_KEY_FILE={key_file} is empty")
+    if DEBUG:
+        return "django-insecure-local-development-only"
+    raise ImproperlyConfigured(
+        "Set DJANGO_SECRET_KEY or DJANGO_SECRET_KEY_FILE (there is no built-in secret key "
+        "outside DJANGO_DEBUG=true)"
+    )
+
+
+SECRET_KEY = _secret_key()
+
+# Django's syntax: ".payment.svc.cluster.local" allows that name and all its subdomains.
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "health_check",
+    "payment_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "payment_project.urls"
+WSGI_APPLICATION = "payment_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite tuned for several gunicorn workers writing at once -----------------
+# WAL lets readers run beside the single writer; IMMEDIATE takes the write lock when a
+# transaction starts, so two writers queue on the busy timeout instead of failing with
+# "database is locked" when one upgrades a read lock; synchronous=FULL fsyncs the WAL at
+# every commit, so an acknowledged charge survives a power loss, not only a process crash
+# (NORMAL would be enough for the latter, and is the usual WAL choice for data one can lose).
+
+DATABASE_PATH = Path(env.str("DATABASE_PATH", default=str(BASE_DIR / "var" / "payment.sqlite3")))
+SQLITE_BUSY_TIMEOUT_SECONDS = _env_float("SQLITE_BUSY_TIMEOUT_SECONDS", 10.0)
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": DATABASE_PATH,
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+            "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=FULL",
+        },
+        # One connection per worker thread, kept between requests: opening one costs the
+        # PRAGMAs above on every request otherwise.
+        "CONN_MAX_AGE": None,
+        "CONN_HEALTH_CHECKS": True,
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- The payment simulation -------------------------------------------------------------
+
+PAYMENT_SUCCESS_RATE = _env_float("PAYMENT_SUCCESS_RATE", 0.5)
+if not 0.0 <= PAYMENT_SUCCESS_RATE <= 1.0:
+    raise ImproperlyConfigured(
+        f"PAYMENT_SUCCESS_RATE must be between 0 and 1, got {PAYMENT_SUCCESS_RATE}"
+    )
+_seed = env.str("PAYMENT_RANDOM_SEED", default="")
+try:
+    PAYMENT_RANDOM_SEED = int(_seed) if _seed else None
+except ValueError:
+    raise ImproperlyConfigured(f"PAYMENT_RANDOM_SEED must be an integer, got {_seed!r}") from None
+
+# Largest body the charge endpoint reads; a stock Antaeus body is under 60 bytes.
+PAYMENT_MAX_BODY_BYTES = env.int("PAYMENT_MAX_BODY_BYTES", default=4096)
+# Everything else (the admin's forms) gets Django's check with a modest bound.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+
+# --- Auth, i18n, static files -----------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# Behind a cluster Service there is no TLS terminator we control; these keep cookies and
+# framing safe anyway. Set DJANGO_SECURE_COOKIES=true when the admin is served over HTTPS.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- API --------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    # The charge API is open to whoever the NetworkPolicy lets in (Antaeus sends no
+    # credentials); no authentication also means no CSRF check on it.
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_PARSER_CLASSES": ["payment_app.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "payment_app.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Antaeus payment provider",
+    "DESCRIPTION": "Charges invoices for Pleo's Antaeus with a configurable success rate.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Logging: JSON lines on stdout ------------------------------------------------------
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"},
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # Each refused request is answered as JSON and counted; a 4xx is not an error here.
+        "django.request": {"level": "ERROR"},
+        "django.security.DisallowedHost": {"level": "WARNING"},
+    },
+}
+
+CSRF_FAILURE_VIEW = "payment_app.errors.csrf_failure"

@@ -1,0 +1,32 @@
+"""Routes. Every error answer, on any path, is JSON (payment_app.errors)."""
+
+from django.contrib import admin
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from health_check.checks import Database
+from health_check.views import HealthCheckView
+
+from payment_app.apis import ChargeCreateApi
+from payment_app.health import DatabaseWritable, MigrationsApplied
+
+urlpatterns = [
+    # With and without the trailing slash, and no redirect between them: Antaeus does
+    # not follow a redirect for a POST it cannot re-send.
+    re_path(r"^api/v1/charges/?$", ChargeCreateApi.as_view(), name="charge-create"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Liveness: the process answers; no dependency, so a slow disk never restarts the pod.
+    path("healthz", HealthCheckView.as_view(checks=[]), name="healthz"),
+    # Readiness: the database answers, takes writes and carries every migration.
+    path(
+        "readyz",
+        HealthCheckView.as_view(checks=[Database, DatabaseWritable, MigrationsApplied]),
+        name="readyz",
+    ),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "payment_app.errors.bad_request"
+handler403 = "payment_app.errors.permission_denied"
+handler404 = "payment_app.errors.not_found"
+handler500 = "payment_app.errors.server_error"
