@@ -1,16 +1,28 @@
 """The HTTP API. Views are thin: validate, call the service, serialize."""
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import UnsupportedMediaType, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from payment_app.fields import AmountField, CurrencyField, StrictIntegerField
-from payment_app.models import CUSTOMER_ID_MAX, IDEMPOTENCY_KEY_MAX_LENGTH, ChargeAttempt
+from payment_app.models import (
+    AMOUNT_DECIMAL_PLACES,
+    AMOUNT_MAX_DIGITS,
+    CUSTOMER_ID_MAX,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    ChargeAttempt,
+)
 from payment_app.services import charge_attempt_create
 
 
+@extend_schema_serializer(component_name="Error")
 class ErrorSerializer(serializers.Serializer):
     result = serializers.BooleanField(default=False)
     error = serializers.CharField()
@@ -24,19 +36,26 @@ class ChargeCreateApi(APIView):
     # No OPTIONS metadata: every answer on this path carries "result".
     metadata_class = None
 
+    @extend_schema_serializer(component_name="ChargeRequest")
     class InputSerializer(serializers.Serializer):
         customer_id = StrictIntegerField(min_value=1, max_value=CUSTOMER_ID_MAX)
         value = AmountField()
         currency = CurrencyField()
 
+    @extend_schema_serializer(component_name="Charge")
     class OutputSerializer(serializers.ModelSerializer):
-        value = AmountField(source="amount")
-        currency = CurrencyField()
+        value = serializers.DecimalField(
+            source="amount", max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_DECIMAL_PLACES
+        )
+        currency = serializers.SerializerMethodField(help_text="ISO 4217 code; null when unknown")
         result = serializers.BooleanField(source="succeeded")
 
         class Meta:
             model = ChargeAttempt
             fields = ["id", "created_at", "customer_id", "value", "currency", "result"]
+
+        def get_currency(self, attempt: ChargeAttempt) -> str | None:
+            return attempt.currency or None
 
     @extend_schema(
         operation_id="charge_create",

@@ -79,7 +79,7 @@ def api_exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         fields = {key: [str(m) for m in _flatten(value)] for key, value in detail.items()}
-        body = error_body("validation_error", "; ".join(_flatten(detail)), fields)
+        body = error_body("validation_error", " ".join(_flatten(detail)), fields)
     else:
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "error"

@@ -7,6 +7,7 @@ should not guess: each field takes exactly the JSON type the contract names.
 from decimal import Decimal
 
 import pycountry
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from payment_app.models import AMOUNT_DECIMAL_PLACES, AMOUNT_MAX
@@ -19,12 +20,17 @@ CENT = Decimal(1).scaleb(-AMOUNT_DECIMAL_PLACES)
 class StrictIntegerField(serializers.IntegerField):
     """A JSON integer: not a string, not a boolean, not a number with a fraction."""
 
+    default_error_messages = {
+        "invalid": "Must be a JSON integer such as 1 (not a string, boolean or fraction).",
+    }
+
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "number", "exclusiveMinimum": 0, "maximum": float(AMOUNT_MAX), "multipleOf": 0.01, "example": 301.99})
 class AmountField(serializers.Field):
     """A positive JSON number with at most two decimal places, kept exact as a Decimal.
 
@@ -56,15 +62,21 @@ class AmountField(serializers.Field):
             self.fail("places")
         return value.quantize(CENT)
 
-    def to_representation(self, value):
-        return f"{value:f}"
 
-
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "pattern": "^[A-Z]{3}$", "example": "EUR"},
+            {"type": "object", "maxProperties": 0, "description": "unknown (stock Antaeus)"},
+        ],
+        "nullable": True,
+    }
+)
 class CurrencyField(serializers.Field):
     """An ISO 4217 code such as "EUR"; `{}`, null or absent (stock Antaeus) mean unknown, ""."""
 
     default_error_messages = {
-        "invalid": 'Must be an ISO 4217 code string such as "EUR", or {} / null when unknown.',
+        "invalid": 'Must be an ISO 4217 code string such as "EUR", or {{}} / null when unknown.',
         "unknown": "{value!r} is not an ISO 4217 currency code (codes are three upper-case letters, e.g. EUR).",
     }
 
@@ -87,6 +99,3 @@ class CurrencyField(serializers.Field):
         if data not in ISO_4217_CODES:
             self.fail("unknown", value=data[:16])
         return data
-
-    def to_representation(self, value):
-        return value or None

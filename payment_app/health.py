@@ -2,8 +2,8 @@
 
 import dataclasses
 import sqlite3
+from pathlib import Path
 
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from health_check.base import HealthCheck
@@ -18,10 +18,13 @@ class DatabaseWritable(HealthCheck):
     another process: every case in which a charge could not be recorded.
     """
 
+    alias: str = DEFAULT_DB_ALIAS
     lock_timeout: float = 1.0
 
     def run(self):
-        uri = f"{settings.DATABASE_PATH.resolve().as_uri()}?mode=rw"
+        name = str(connections[self.alias].settings_dict["NAME"])
+        # mode=rw: a missing file is an error here, not a new empty database.
+        uri = name if name.startswith("file:") else f"{Path(name).resolve().as_uri()}?mode=rw"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=self.lock_timeout, isolation_level=None)
         except sqlite3.Error as exc:

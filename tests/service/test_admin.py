@@ -1,0 +1,98 @@
+"""The admin: attempts listed, filtered, searched, summarised, and never editable."""
+
+import datetime
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from payment_app.models import ChargeAttempt
+
+pytestmark = pytest.mark.django_db
+
+LIST_URL = "/admin/payment_app/chargeattempt/"
+
+
+@pytest.fixture
+def admin(client, admin_user, settings):
+    settings.ALLOWED_HOSTS = ["testserver"]
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
+def attempts():
+    now = timezone.now()
+    rows = [
+        (11, "301.99", "", True, now),
+        (11, "120.50", "EUR", False, now),
+        (22, "100.00", "DKK", True, now - datetime.timedelta(days=40)),
+        (22, "10.00", "EUR", True, now),
+    ]
+    return [
+        ChargeAttempt.objects.create(
+            customer_id=c, amount=Decimal(a), currency=cur, succeeded=ok, created_at=at
+        )
+        for c, a, cur, ok, at in rows
+    ]
+
+
+def listed_ids(response) -> list[int]:
+    assert response.status_code == 200
+    return sorted(obj.pk for obj in response.context["cl"].result_list)
+
+
+def test_list_shows_attempts_and_the_success_share(admin, attempts):
+    response = admin.get(LIST_URL)
+    assert listed_ids(response) == sorted(a.pk for a in attempts)
+    page = response.content.decode()
+    assert "Charged 3 of 4 listed attempts (75.0%)." in page
+    assert "301.99" in page and "unknown" in page
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("succeeded__exact=0", [1]),
+        ("succeeded__exact=1", [0, 2, 3]),
+        ("currency=EUR", [1, 3]),
+        ("currency=", [0]),
+        ("q=22", [2, 3]),
+    ],
+)
+def test_filters_and_search(admin, attempts, query, expected):
+    response = admin.get(f"{LIST_URL}?{query}")
+    assert listed_ids(response) == sorted(attempts[i].pk for i in expected)
+
+
+def test_date_filter_and_share_follow_the_filter(admin, attempts):
+    since = (timezone.now() - datetime.timedelta(days=7)).isoformat()
+    response = admin.get(LIST_URL, {"created_at__gte": since})
+    assert listed_ids(response) == sorted(attempts[i].pk for i in (0, 1, 3))
+    assert "Charged 2 of 3 listed attempts (66.7%)." in response.content.decode()
+
+
+def test_search_by_attempt_id(admin, attempts):
+    assert attempts[1].pk in listed_ids(admin.get(f"{LIST_URL}?q={attempts[1].pk}"))
+
+
+def test_attempts_are_read_only(admin, attempts):
+    attempt = attempts[0]
+    assert admin.get(f"{LIST_URL}add/").status_code == 403
+    detail = admin.get(f"{LIST_URL}{attempt.pk}/change/")
+    assert detail.status_code == 200  # viewable...
+    assert 'name="_save"' not in detail.content.decode()  # ...with nothing to save
+    assert admin.post(f"{LIST_URL}{attempt.pk}/change/", {"succeeded": "on"}).status_code == 403
+    assert admin.post(f"{LIST_URL}{attempt.pk}/delete/", {"post": "yes"}).status_code == 403
+    bulk = admin.post(LIST_URL, {"action": "delete_selected", "_selected_action": [attempt.pk], "post": "yes"})
+    assert bulk.status_code in (200, 302)
+    assert ChargeAttempt.objects.count() == len(attempts)
+    attempt.refresh_from_db()
+    assert attempt.succeeded is True
+
+
+def test_anonymous_users_are_sent_to_login(client, settings, attempts):
+    settings.ALLOWED_HOSTS = ["testserver"]
+    response = client.get(LIST_URL)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
