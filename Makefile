@@ -44,5 +44,10 @@ test: $(VENV)/.installed $(CHECKOV_VENV)/.installed check-kubectl
 stress: $(VENV)/.installed
 	$(PY) -m pytest -m stress -s
 
+## bench: throughput, latency, memory and start-up of the charge path (needs wrk: installed if missing)
+bench: $(VENV)/.installed
+	command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(PY) -m benchmarks
+
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache

@@ -1,0 +1,190 @@
+"""Run the real service as the container does (scripts/entrypoint -> migrate -> gunicorn)
+on a loopback port, and talk raw HTTP/1.1 to it.
+
+Shared by the server tests, the stress tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pathlib
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+ENTRYPOINT = REPO / "scripts" / "entrypoint"
+
+ANTAEUS_BODY = b'{"currency":{},"customer_id":1,"value":301.99}'
+ANTAEUS_HOST = "payment.payment.svc.cluster.local:8000"
+# The same names the Kubernetes config allows (base/payment): every in-cluster name of the Service.
+CLUSTER_ALLOWED_HOSTS = "localhost,payment,payment.payment,payment.payment.svc,.payment.svc.cluster.local"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def antaeus_request(body: bytes = ANTAEUS_BODY, *, path: str = "/api/v1/charges", host: str = ANTAEUS_HOST,
+                    extra_headers: dict[str, str] | None = None) -> bytes:
+    """The request stock Antaeus's khttp client sends (../shared/antaeus-contract.md)."""
+    headers = {
+        "Accept": "*/*",
+        "Accept-Encoding": "gzip, deflate",
+        "User-Agent": "khttp/1.0.0-SNAPSHOT",
+        "Content-Type": "application/json",
+        "Host": host,
+        "Connection": "keep-alive",
+        "Content-Length": str(len(body)),
+        **(extra_headers or {}),
+    }
+    head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    return head.encode("latin-1") + body
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def read_reply(sock: socket.socket, method: str = "POST") -> Reply:
+    response = http.client.HTTPResponse(sock, method=method)
+    response.begin()
+    body = response.read()
+    return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+
+
+def send_raw(port: int, raw: bytes, *, timeout: float = 30.0, method: str = "POST") -> Reply:
+    """Send bytes exactly as given on a new connection and read one HTTP response."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(raw)
+        return read_reply(sock, method)
+
+
+@dataclass
+class Server:
+    """The payment service under gunicorn, started through the container's entrypoint."""
+
+    data_dir: pathlib.Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+
+    @property
+    def database(self) -> pathlib.Path:
+        return self.data_dir / "payment.sqlite3"
+
+    @property
+    def log_path(self) -> pathlib.Path:
+        return self.data_dir / "server.log"
+
+    def environment(self) -> dict[str, str]:
+        venv_bin = str(pathlib.Path(sys.executable).parent)
+        return {
+            "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOME": str(self.data_dir),
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "DATABASE_PATH": str(self.database),
+            "DJANGO_SECRET_KEY_FILE": str(self.data_dir / "secret_key"),
+            "DJANGO_ALLOWED_HOSTS": CLUSTER_ALLOWED_HOSTS,
+            "STATIC_ROOT": str(self.data_dir / "static"),
+            "WEB_CONCURRENCY": "2",
+            "LOG_LEVEL": "INFO",
+            **self.env,
+        }
+
+    def start(self, *, wait: bool = True, timeout: float = 60.0) -> "Server":
+        (self.data_dir / "static").mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            [str(ENTRYPOINT)],
+            cwd=REPO,
+            env=self.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill() reaches master and workers
+        )
+        log.close()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def run(self, *command: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run a command through the entrypoint (key file, migrations, admin user first)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return subprocess.run(
+            [str(ENTRYPOINT), *command],
+            cwd=REPO,
+            env={**self.environment(), **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def get(self, path: str, *, host: str = "localhost", timeout: float = 5.0) -> Reply:
+        raw = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        return send_raw(self.port, raw.encode(), timeout=timeout, method="GET")
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Poll /readyz until it answers 200; returns seconds since start()."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if self.get("/readyz", timeout=2).status == 200:
+                    return time.monotonic() - self.started_at
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def charge(self, body: bytes = ANTAEUS_BODY, **kwargs) -> Reply:
+        return send_raw(self.port, antaeus_request(body, **kwargs))
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, sig)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            try:
+                self.signal(signal.SIGTERM)
+                self.process.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the master and every worker at once, as an OOM kill or node loss would."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.database, timeout=30)
