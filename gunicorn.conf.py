@@ -6,6 +6,8 @@ Used by the container's entrypoint, `make run` and the tests that start the real
 import os
 import tempfile
 
+from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER
+
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads overlap a request's network I/O with another's work and keep connections
@@ -39,17 +41,9 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        },
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"},
-        "error_console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"},
-    },
+    "formatters": {"json": JSON_FORMATTER},
+    # gunicorn's own logger setup expects these two handler names.
+    "handlers": {"console": STDOUT_HANDLER, "error_console": STDOUT_HANDLER},
     "loggers": {
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
         "gunicorn.access": {

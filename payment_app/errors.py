@@ -59,9 +59,6 @@ def api_exception_handler(exc, context):
     if isinstance(exc, DatabaseError):
         logger.exception("charge storage failed")
         exc = StorageUnavailable()
-    elif isinstance(exc, RequestDataTooBig):
-        exc = exceptions.APIException(str(exc), code="payload_too_large")
-        exc.status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     elif not isinstance(exc, exceptions.APIException):
         # Django's Http404 and PermissionDenied keep their meaning; anything else is a bug,
         # answered in the same shape (Antaeus must still find "result") and logged in full.

@@ -9,6 +9,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -201,16 +203,8 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        },
-    },
-    "handlers": {
-        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"},
-    },
+    "formatters": {"json": JSON_FORMATTER},
+    "handlers": {"stdout": STDOUT_HANDLER},
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
         # Each refused request is answered as JSON and counted; a 4xx is not an error here.

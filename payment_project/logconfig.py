@@ -1,0 +1,12 @@
+"""The JSON log line format, shared by Django's LOGGING and gunicorn's logconfig_dict.
+
+Plain data, no Django import: gunicorn's master reads it before Django is loaded.
+"""
+
+JSON_FORMATTER = {
+    "()": "pythonjsonlogger.json.JsonFormatter",
+    "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+    "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+}
+
+STDOUT_HANDLER = {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}
