@@ -1,0 +1,178 @@
+"""The Flux entry points: what `flux bootstrap --path clusters/<env>` picks up and what that
+leads to, validated with cloudcoil-models-fluxcd (unknown fields rejected)."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pydantic
+import pytest
+from cloudcoil.models.fluxcd.kustomize.v1 import Kustomization
+from cloudcoil.models.fluxcd.source.v1 import GitRepository
+
+from tests.kube import REPO, find, render
+from tests.manifests.conftest import ENVIRONMENTS, SERVICES, load_yaml_documents
+
+pytestmark = pytest.mark.manifests
+
+MODELS = {
+    ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): Kustomization,
+    ("source.toolkit.fluxcd.io/v1", "GitRepository"): GitRepository,
+}
+FLUX_GROUPS = ("kustomize.toolkit.fluxcd.io/", "source.toolkit.fluxcd.io/")
+# flux bootstrap writes clusters/<env>/flux-system/ (the controllers and their CRDs);
+# only its Flux objects matter here.
+BOOTSTRAP_COMPONENTS = "gotk-components.yaml"
+
+
+def bootstrap_objects(env: str) -> list[dict]:
+    """What the bootstrap's flux-system Kustomization applies: every manifest under
+    clusters/<env>/ (Flux generates a kustomization.yaml including them all)."""
+    root = REPO / "clusters" / env
+    assert not (root / "kustomization.yaml").exists(), "Flux would then apply only what it lists"
+    return [
+        obj
+        for path in sorted(root.rglob("*.yaml"))
+        if path.name != BOOTSTRAP_COMPONENTS
+        for obj in load_yaml_documents(path)
+        if obj.get("apiVersion", "").startswith(FLUX_GROUPS)
+    ]
+
+
+def flux_kustomizations(env: str) -> dict[tuple[str, str], dict]:
+    """Every Flux Kustomization that ends up in the cluster, by (namespace, name): those
+    bootstrap applies and, recursively, those in the paths they apply."""
+    found: dict[tuple[str, str], dict] = {}
+    pending = [o for o in bootstrap_objects(env) if o["kind"] == "Kustomization"]
+    while pending:
+        ks = pending.pop()
+        key = (ks["metadata"]["namespace"], ks["metadata"]["name"])
+        assert key not in found, f"{key} defined twice"
+        found[key] = ks
+        pending += [
+            o for o in render(path_of(ks))
+            if o["apiVersion"].startswith(FLUX_GROUPS) and o["kind"] == "Kustomization"
+        ]
+    return found
+
+
+def path_of(ks: dict) -> str:
+    path = ks["spec"]["path"]
+    assert path.startswith("./"), f"{ks['metadata']['name']}: path {path!r} must start with ./"
+    return path.removeprefix("./")
+
+
+def seconds(duration: str) -> int:
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts and duration, f"not a Go duration Flux accepts here: {duration!r}"
+    h, m, s = (int(x or 0) for x in parts.groups())
+    return h * 3600 + m * 60 + s
+
+
+def validate_strictly(obj: dict) -> None:
+    model = MODELS.get((obj["apiVersion"], obj["kind"]))
+    assert model, f"unexpected Flux kind {obj['apiVersion']} {obj['kind']}"
+    model.model_validate(obj, extra="forbid", strict=True)
+
+
+@pytest.fixture(scope="module", params=ENVIRONMENTS)
+def env(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def kustomizations(env) -> dict[tuple[str, str], dict]:
+    return flux_kustomizations(env)
+
+
+def test_flux_objects_validate_with_no_unknown_fields(env, kustomizations):
+    objects = bootstrap_objects(env) + list(kustomizations.values())
+    assert objects
+    for obj in objects:
+        validate_strictly(obj)
+
+
+def test_strict_validation_rejects_unknown_fields():
+    ks = copy.deepcopy(next(iter(flux_kustomizations("staging").values())))
+    validate_strictly(ks)
+    ks["spec"]["healthcheck"] = []  # a typo of healthChecks
+    with pytest.raises(pydantic.ValidationError, match="healthcheck"):
+        validate_strictly(ks)
+
+
+def test_each_environment_deploys_its_three_layers(env, kustomizations):
+    paths = {path_of(ks): key for key, ks in kustomizations.items()}
+    assert paths == {
+        f"overlays/{env}/platform": ("flux-system", "platform"),
+        f"clusters/tenants/{env}": ("flux-system", "tenants"),
+        f"overlays/{env}/antaeus": ("antaeus", "antaeus"),
+        f"overlays/{env}/payment": ("payment", "payment"),
+    }
+
+
+def test_kustomization_settings(env, kustomizations):
+    for (namespace, name), ks in kustomizations.items():
+        spec, where = ks["spec"], f"{namespace}/{name}"
+        assert ks["apiVersion"] == "kustomize.toolkit.fluxcd.io/v1"
+        assert spec["sourceRef"] == {
+            "kind": "GitRepository",
+            "name": "flux-system",
+            **({} if namespace == "flux-system" else {"namespace": "flux-system"}),
+        }, f"{where}: not the bootstrap's GitRepository"
+        assert spec["prune"] is True, where
+        assert seconds(spec["interval"]) > 0 and seconds(spec["timeout"]) > 0, where
+        assert (REPO / path_of(ks)).is_dir(), f"{where}: {spec['path']} does not exist"
+        objects = render(path_of(ks))
+        if spec.get("wait") is not True and not spec.get("healthChecks"):
+            # Only a Kustomization that applies nothing but other Flux Kustomizations (each
+            # reporting its own health) may skip waiting.
+            assert all(o["kind"] == "Kustomization" for o in objects), f"{where} waits for nothing"
+            assert all(o["spec"].get("wait") is True for o in objects), where
+
+
+def test_dependencies_exist_and_order_namespaces_first(env, kustomizations):
+    for (namespace, name), ks in kustomizations.items():
+        for dep in ks["spec"].get("dependsOn", []):
+            target = (dep.get("namespace", namespace), dep["name"])
+            assert target in kustomizations, f"{namespace}/{name} depends on missing {target}"
+    platform_objects = render(f"overlays/{env}/platform")
+    created = {o["metadata"]["name"] for o in platform_objects if o["kind"] == "Namespace"}
+    # bootstrap applies clusters/<env>/ as one unit, before anything else exists: a
+    # Kustomization placed in a service namespace there would fail it as a whole.
+    for obj in bootstrap_objects(env):
+        assert obj["metadata"]["namespace"] == "flux-system", obj["metadata"]["name"]
+    tenants = kustomizations[("flux-system", "tenants")]
+    assert {"name": "platform"} in tenants["spec"]["dependsOn"]
+    for obj in render(path_of(tenants)):
+        assert obj["metadata"]["namespace"] in created, "its namespace comes from platform"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_services_are_applied_with_their_namespace_reconciler(env, kustomizations, service):
+    ks = kustomizations[(service, service)]
+    assert ks["spec"]["serviceAccountName"] == "flux-reconciler"
+    assert {"name": "platform", "namespace": "flux-system"} in ks["spec"]["dependsOn"]
+    platform = render(f"overlays/{env}/platform")
+    find(platform, "ServiceAccount", "flux-reconciler", service)
+    bound = [
+        b for b in platform
+        if b["kind"] == "RoleBinding" and b["metadata"]["namespace"] == service
+        and {"kind": "ServiceAccount", "name": "flux-reconciler", "namespace": service}
+        in b.get("subjects", [])
+    ]
+    assert bound, f"no RoleBinding gives {service}/flux-reconciler any rights"
+
+
+def test_antaeus_health_wait_outlasts_its_startup(env, kustomizations):
+    deployment = find(render(f"overlays/{env}/antaeus"), "Deployment", "antaeus", "antaeus")
+    probe = deployment["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    startup = probe["periodSeconds"] * probe["failureThreshold"]
+    assert deployment["spec"]["progressDeadlineSeconds"] >= startup
+    assert seconds(kustomizations[("antaeus", "antaeus")]["spec"]["timeout"]) > startup
+
+
+def test_argo_cd_folder_is_outside_every_flux_path(env, kustomizations):
+    for ks in kustomizations.values():
+        assert not path_of(ks).startswith("argocd")
+    assert not (REPO / "clusters" / env / "argocd").exists()

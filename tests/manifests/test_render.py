@@ -1,0 +1,117 @@
+"""Every kustomization renders cleanly, and the overlays say what the services need."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.kube import REPO, find, render
+from tests.manifests.conftest import ENVIRONMENTS, SERVICES, containers, kustomize_dirs
+
+pytestmark = pytest.mark.manifests
+
+# Deprecated in kustomize v5 (it warns about most of them; this catches them all).
+DEPRECATED_FIELDS = {
+    "bases", "commonLabels", "patchesStrategicMerge", "patchesJson6902", "vars", "imageTags",
+}
+OWNED = ("base/antaeus", "base/payment", "overlays", "clusters", "argocd")
+
+
+def test_the_tree_has_every_expected_kustomization():
+    dirs = set(kustomize_dirs())
+    expected = {"base/antaeus", "base/payment", "argocd/base"}
+    for env in ENVIRONMENTS:
+        expected |= {f"overlays/{env}", f"clusters/tenants/{env}", f"argocd/{env}"}
+        expected |= {f"overlays/{env}/{part}" for part in ("platform", *SERVICES)}
+    assert expected <= dirs, f"missing: {sorted(expected - dirs)}"
+
+
+@pytest.mark.parametrize("path", kustomize_dirs())
+def test_kustomization_renders_without_warnings(path):
+    # tests.kube.render fails on a non-zero exit and on any stderr output (warnings).
+    assert render(path), f"{path} renders no objects"
+
+
+@pytest.mark.parametrize("path", [d for d in kustomize_dirs() if d.startswith(OWNED)])
+def test_kustomization_uses_current_fields_only(path):
+    kustomization = yaml.safe_load((REPO / path / "kustomization.yaml").read_text())
+    assert not DEPRECATED_FIELDS & set(kustomization), f"{path} uses deprecated fields"
+    for entry in kustomization.get("labels", []):
+        # Selectors stay on app.kubernetes.io/name, written in the objects themselves.
+        assert not entry.get("includeSelectors", False), f"{path}: labels must not touch selectors"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_overlay_is_exactly_its_part_of_the_environment(env, service):
+    """Flux applies overlays/<env>/<service> alone, kubectl and Argo CD the whole overlay:
+    both must create the same objects (so checks of the whole overlay cover Flux's too)."""
+    part = render(f"overlays/{env}/{service}")
+    whole = render(f"overlays/{env}")
+    for obj in part:
+        assert obj in whole, f"{obj['kind']}/{obj['metadata']['name']} differs in overlays/{env}"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_overlay_stays_in_its_namespace(env, service):
+    """Flux applies it with that namespace's reconciler account, which can write nowhere else."""
+    for obj in render(f"overlays/{env}/{service}"):
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert obj["metadata"].get("namespace") == service, f"{where} is not in namespace {service}"
+        assert obj["kind"] != "Namespace", f"{where}: namespaces belong to the platform layer"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_images_are_pinned_by_version_tag(env):
+    objects = render(f"overlays/{env}")
+    for service in SERVICES:
+        deployment = find(objects, "Deployment", service, service)
+        for container in containers(deployment):
+            image = container["image"]
+            match = re.fullmatch(r"(?P<repo>[a-z0-9.-]+(?::\d+)?/[\w./-]+):(?P<tag>[\w][\w.-]*)", image)
+            assert match, f"{service}: image {image!r} is not registry/name:tag"
+            tag = match["tag"]
+            assert tag != "latest" and re.match(r"v?\d+\.\d+", tag), f"{service}: tag {tag!r}"
+            # The recommended version label says which release runs.
+            version = deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"]
+            assert version == tag.removeprefix("v"), f"{service}: version label {version} != tag {tag}"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_antaeus_is_reachable_from_outside_the_cluster(env):
+    objects = render(f"overlays/{env}")
+    if env == "staging":
+        service = find(objects, "Service", "antaeus-public", "antaeus")
+        assert service["spec"]["type"] == "LoadBalancer"
+        assert service["spec"]["selector"] == {"app.kubernetes.io/name": "antaeus"}
+        assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    else:
+        ingress = find(objects, "Ingress", "antaeus", "antaeus")
+        assert ingress["spec"]["ingressClassName"]
+        backends = [
+            path["backend"]["service"]
+            for rule in ingress["spec"]["rules"]
+            for path in rule["http"]["paths"]
+        ]
+        assert backends == [{"name": "antaeus", "port": {"name": "http"}}]
+        assert ingress["spec"]["rules"][0]["host"]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_configuration_differs_per_environment_through_the_generator(env):
+    objects = render(f"overlays/{env}")
+    configs = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["namespace"] == "payment"]
+    assert len(configs) == 1
+    name = configs[0]["metadata"]["name"]
+    # The generator's content hash: a change of configuration is a new name, so it rolls the pod.
+    assert re.fullmatch(r"payment-config-[a-z0-9]{10}", name), name
+    refs = [
+        ref["configMapRef"]["name"]
+        for c in containers(find(objects, "Deployment", "payment", "payment"))
+        for ref in c.get("envFrom", [])
+        if "configMapRef" in ref
+    ]
+    assert refs == [name]
