@@ -1,0 +1,300 @@
+"""Cross-checks between the payment service's code and the manifests, and between the
+manifests themselves: URLs, routes, hosts, probes, labels, selectors, Pod Security."""
+
+from __future__ import annotations
+
+import runpy
+import urllib.parse
+
+import pytest
+from django.http.request import split_domain_port, validate_host
+from django.urls import Resolver404, resolve
+
+from tests.kube import REPO, find, render
+from tests.manifests.conftest import ENVIRONMENTS, SERVICES, containers
+
+pytestmark = pytest.mark.manifests
+
+COMPONENTS = {"antaeus": "billing", "payment": "payment-provider"}
+
+
+@pytest.fixture(scope="module", params=ENVIRONMENTS)
+def env(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def objects(env) -> list[dict]:
+    return render(f"overlays/{env}")
+
+
+def container_env(objects: list[dict], deployment: dict) -> dict[str, str]:
+    """The environment a Deployment's first container gets from ConfigMaps and `env`."""
+    namespace = deployment["metadata"]["namespace"]
+    container = containers(deployment)[0]
+    values: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        assert "configMapRef" in source, f"unexpected envFrom {source}"
+        values |= find(objects, "ConfigMap", source["configMapRef"]["name"], namespace)["data"]
+    for item in container.get("env", []):
+        assert "value" in item, f"{item['name']}: only literal values expected"
+        values[item["name"]] = item["value"]
+    return values
+
+
+def pods_selected(objects: list[dict], service: dict) -> list[dict]:
+    selector = service["spec"]["selector"]
+    return [
+        o for o in objects
+        if o["kind"] == "Deployment"
+        and o["metadata"]["namespace"] == service["metadata"]["namespace"]
+        and selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()
+    ]
+
+
+def allowed_hosts(objects: list[dict]) -> list[str]:
+    payment = find(objects, "Deployment", "payment", "payment")
+    return container_env(objects, payment)["DJANGO_ALLOWED_HOSTS"].split(",")
+
+
+def host_allowed(host: str, allowed: list[str]) -> bool:
+    # What Django's request.get_host() does: validate the host without its port.
+    domain, _port = split_domain_port(host)
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def resolve_target_port(deployment: dict, target_port) -> int:
+    for container in containers(deployment):
+        for port in container.get("ports", []):
+            if target_port in (port.get("name"), port["containerPort"]):
+                return port["containerPort"]
+    raise AssertionError(f"targetPort {target_port!r} matches no container port")
+
+
+# --- Antaeus -> payment ------------------------------------------------------------------
+
+def test_antaeus_endpoint_reaches_the_charge_route(objects):
+    antaeus = find(objects, "Deployment", "antaeus", "antaeus")
+    url = urllib.parse.urlsplit(container_env(objects, antaeus)["PAYMENT_PROVIDER_ENDPOINT"])
+    assert url.scheme == "http" and not url.query and not url.fragment
+    # <service>.<namespace>.svc.cluster.local -> the payment Service
+    service_name, namespace, svc, *_ = url.hostname.split(".")
+    assert svc == "svc"
+    service = find(objects, "Service", service_name, namespace)
+    [port] = [p for p in service["spec"]["ports"] if p["port"] == (url.port or 80)]
+    [deployment] = pods_selected(objects, service)
+    assert deployment["metadata"]["name"] == "payment"
+    container_port = resolve_target_port(deployment, port["targetPort"])
+    # gunicorn binds to $PORT (gunicorn.conf.py): the container port must be the one it serves.
+    assert str(container_port) == container_env(objects, deployment)["PORT"]
+    # The path is a real route of the service, the charge view.
+    assert resolve(url.path).url_name == "charge-create"
+    # And the Host header Antaeus sends (with the port) passes Django's host validation.
+    assert host_allowed(url.netloc, allowed_hosts(objects)), url.netloc
+
+
+def test_resolve_really_rejects_a_wrong_path():
+    with pytest.raises(Resolver404):
+        resolve("/api/v1/charge")
+
+
+def test_allowed_hosts_cover_every_in_cluster_name_of_the_payment_service(objects):
+    allowed = allowed_hosts(objects)
+    for name in ("payment", "payment.payment", "payment.payment.svc",
+                 "payment.payment.svc.cluster.local"):
+        assert host_allowed(f"{name}:8000", allowed), name
+    assert not host_allowed("evil.example.com", allowed)
+
+
+# --- Probes --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("probe, view", [
+    ("startupProbe", "healthz"), ("livenessProbe", "healthz"), ("readinessProbe", "readyz"),
+])
+def test_payment_probes_hit_real_health_views(objects, probe, view):
+    deployment = find(objects, "Deployment", "payment", "payment")
+    container = containers(deployment)[0]
+    get = container[probe]["httpGet"]
+    assert resolve(get["path"]).url_name == view
+    resolve_target_port(deployment, get["port"])
+    # The kubelet sends the pod IP as Host unless told otherwise; Django would answer 400.
+    hosts = [h["value"] for h in get.get("httpHeaders", []) if h["name"].lower() == "host"]
+    assert hosts and host_allowed(hosts[0], allowed_hosts(objects))
+
+
+def test_antaeus_probes_and_slow_start(objects):
+    deployment = find(objects, "Deployment", "antaeus", "antaeus")
+    container = containers(deployment)[0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/rest/health"
+        assert resolve_target_port(deployment, get["port"]) == 8000
+        assert container[probe].get("initialDelaySeconds", 0) == 0, "the startupProbe waits"
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 20 * 60, "well over 10 min"
+    memory = container["resources"]["limits"]["memory"]
+    assert memory.endswith("Gi") and float(memory[:-2]) >= 2
+
+
+def test_termination_grace_outlasts_gunicorns_graceful_timeout(objects, monkeypatch):
+    deployment = find(objects, "Deployment", "payment", "payment")
+    for name, value in container_env(objects, deployment).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("GUNICORN_GRACEFUL_TIMEOUT", raising=False)
+    config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > config["graceful_timeout"] + 5
+    assert config["bind"] == [f"0.0.0.0:{container_env(objects, deployment)['PORT']}"]
+
+
+# --- Labels and selectors ---------------------------------------------------------------
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_recommended_labels_on_every_object_and_pod(env, service):
+    expected = {
+        "app.kubernetes.io/name": service,
+        "app.kubernetes.io/component": COMPONENTS[service],
+        "app.kubernetes.io/part-of": "antaeus-billing",
+        "app.kubernetes.io/managed-by": "kustomize",
+        "app.kubernetes.io/instance": f"{service}-{env}",
+    }
+    for obj in render(f"overlays/{env}/{service}"):
+        labelled = [obj["metadata"]]
+        if obj["kind"] == "Deployment":
+            labelled.append(obj["spec"]["template"]["metadata"])
+        for meta in labelled:
+            assert expected.items() <= meta.get("labels", {}).items(), (
+                f"{obj['kind']}/{obj['metadata']['name']}: {meta.get('labels')}"
+            )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_selectors_and_references_match(objects, service):
+    deployment = find(objects, "Deployment", service, service)
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector == {"app.kubernetes.io/name": service}, "selectors are immutable: name only"
+    pod = deployment["spec"]["template"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    services = [o for o in objects if o["kind"] == "Service" and o["metadata"]["namespace"] == service]
+    assert services
+    for svc in services:
+        assert svc["spec"]["selector"] == selector
+        assert pods_selected(objects, svc) == [deployment]
+        for port in svc["spec"]["ports"]:
+            resolve_target_port(deployment, port["targetPort"])
+    find(objects, "ServiceAccount", pod["spec"]["serviceAccountName"], service)
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    for volume in pod["spec"].get("volumes", []):
+        if "persistentVolumeClaim" in volume:
+            find(objects, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"], service)
+
+
+def test_no_secret_objects_or_secret_values_in_git(objects):
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    for obj in objects:
+        if obj["kind"] == "ConfigMap":
+            for key in obj.get("data", {}):
+                assert not any(w in key for w in ("SECRET", "PASSWORD", "TOKEN")), key
+
+
+# --- Workload shape ---------------------------------------------------------------------
+
+def test_payment_never_runs_two_pods_on_one_sqlite_file(objects):
+    deployment = find(objects, "Deployment", "payment", "payment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    claim = find(objects, "PersistentVolumeClaim", "payment-data", "payment")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    mounts = {m["mountPath"]: m["name"] for m in containers(deployment)[0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"] == "payment-data"
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    config = container_env(objects, deployment)
+    # The image keeps the database and the generated secret key in /data unless told otherwise.
+    for key in ("DATABASE_PATH", "DJANGO_SECRET_KEY_FILE"):
+        assert config.get(key, "/data/").startswith("/data/"), key
+
+
+def test_antaeus_runs_one_replica(objects):
+    assert find(objects, "Deployment", "antaeus", "antaeus")["spec"]["replicas"] == 1
+
+
+def test_every_container_has_requests_and_limits(objects):
+    for service in SERVICES:
+        for container in containers(find(objects, "Deployment", service, service)):
+            resources = container["resources"]
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources[kind]), f"{service}: {kind}"
+
+
+# --- Pod Security Standards -------------------------------------------------------------
+
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                      "persistentVolumeClaim", "projected", "secret"}
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
+                         "MKNOD", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID",
+                         "SYS_CHROOT"}
+
+
+def pss_violations(pod: dict) -> set[str]:
+    """The Pod Security Standards controls a pod spec breaks (`baseline:` / `restricted:`)."""
+    out: set[str] = set()
+    pod_ctx = pod.get("securityContext", {})
+    if any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")):
+        out.add("baseline:host-namespaces")
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if "hostPath" in kinds:
+            out.add("baseline:hostPath")
+        if not kinds <= RESTRICTED_VOLUMES:
+            out.add("restricted:volume-types")
+    if pod_ctx.get("sysctls"):
+        out.add("baseline:sysctls")
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        ctx = c.get("securityContext", {})
+        caps = ctx.get("capabilities", {})
+        if ctx.get("privileged"):
+            out.add("baseline:privileged")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.add("baseline:hostPorts")
+        if not set(caps.get("add", [])) <= BASELINE_CAPABILITIES:
+            out.add("baseline:capabilities")
+        if not set(caps.get("add", [])) <= {"NET_BIND_SERVICE"} or "ALL" not in caps.get("drop", []):
+            out.add("restricted:capabilities")
+        if ctx.get("procMount", "Default") != "Default":
+            out.add("baseline:procMount")
+        seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {})).get("type")
+        if seccomp == "Unconfined":
+            out.add("baseline:seccomp")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.add("restricted:seccomp")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            out.add("restricted:allowPrivilegeEscalation")
+        if ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is not True:
+            out.add("restricted:runAsNonRoot")
+        if ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 0:
+            out.add("restricted:runAsUser")
+    return out
+
+
+def test_pss_checker_catches_a_root_privileged_pod():
+    pod = {"hostNetwork": True, "containers": [{"securityContext": {"privileged": True}}]}
+    assert {"baseline:host-namespaces", "baseline:privileged", "restricted:runAsNonRoot",
+            "restricted:seccomp", "restricted:capabilities"} <= pss_violations(pod)
+
+
+def test_payment_meets_restricted_in_full_and_its_namespace_enforces_it(objects):
+    pod = find(objects, "Deployment", "payment", "payment")["spec"]["template"]["spec"]
+    assert pss_violations(pod) == set()
+    container = containers(find(objects, "Deployment", "payment", "payment"))[0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    labels = find(objects, "Namespace", "payment")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_antaeus_meets_baseline_and_misses_restricted_only_by_running_as_root(objects):
+    pod = find(objects, "Deployment", "antaeus", "antaeus")["spec"]["template"]["spec"]
+    assert pss_violations(pod) == {"restricted:runAsNonRoot"}
+    labels = find(objects, "Namespace", "antaeus")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
