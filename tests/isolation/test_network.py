@@ -1,0 +1,98 @@
+"""Network isolation of both overlays, decided by network-config-analyzer (see netpol.py).
+
+nca runs once per environment (all queries in one scheme); each test reads its own
+query's parsed output, so a failure names the statement that broke and nca's
+counter-example connection.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.isolation.netpol import (
+    ENVIRONMENTS,
+    MUTATIONS,
+    analyse,
+    checks_for,
+    connections_in,
+    connectivity_lines,
+    expected_connectivity,
+    mutation_cases,
+)
+
+pytestmark = pytest.mark.manifests
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_nca_ran_every_query_as_expected_without_warnings(env):
+    analysis = analyse(env)
+    # nca's exit code is the number of queries with an unexpected result plus configs
+    # with unexpected warnings (the scheme expects 0 warnings for the overlay: nca warns,
+    # for instance, about a selector that matches nothing or a redundant one).
+    assert analysis.returncode == 0, analysis.log
+    assert "Warning" not in analysis.log, analysis.log
+    assert not analysis.mutation_errors
+    expected_queries = len(checks_for(env)) + len(mutation_cases(env))
+    assert len(analysis.results) == expected_queries, analysis.log
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_connectivity_map_matches_expected_file(env):
+    actual = connectivity_lines(analyse(env).connectivity)
+    expected = expected_connectivity(env)
+    assert actual, analyse(env).log
+    missing, extra = sorted(expected - actual), sorted(actual - expected)
+    assert not missing and not extra, (
+        f"tests/isolation/expected/{env}-connectivity.txt differs from nca's map:\n"
+        + "".join(f"  expected, not allowed any more: {line}\n" for line in missing)
+        + "".join(f"  allowed, not expected: {line}\n" for line in extra)
+    )
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_connectivity_map_payment_is_reached_only_by_antaeus(env):
+    # The headline property, read straight from the map (independent of the expected file).
+    into_payment = [
+        line for line in connectivity_lines(analyse(env).connectivity) if line.split(" => ")[1].startswith("payment/")
+    ]
+    assert into_payment == [
+        "antaeus/antaeus[Deployment] => payment/payment[Deployment] : {protocols:TCP,dst_ports:8000}"
+    ]
+
+
+def _check_cases():
+    return [pytest.param(env, check, id=f"{env}-{check.name}") for env in ENVIRONMENTS for check in checks_for(env)]
+
+
+@pytest.mark.parametrize(("env", "check"), _check_cases())
+def test_statement_holds(env, check):
+    result = analyse(env).result(check)
+    counter_examples = connections_in(result)
+    assert result["numerical_result"] == 0 and not counter_examples, (
+        f"{env}: the overlay does not {check.kind.rstrip('s')} what tests/isolation/specs/{check.spec}.yaml "
+        f"describes: {result['textual_result']}\ncounter-examples (src, dst, connection): {counter_examples}"
+    )
+    verdict = "permits all connections specified" if check.kind == "permits" else "forbids connections specified"
+    assert verdict in result["textual_result"], result
+
+
+def _mutation_cases():
+    return [
+        pytest.param(env, mutation, check, id=f"{env}-{mutation.name}-{check.name}")
+        for env in ENVIRONMENTS
+        for mutation, check in mutation_cases(env)
+    ]
+
+
+@pytest.mark.parametrize(("env", "mutation", "check"), _mutation_cases())
+def test_statement_catches_broken_policies(env, mutation, check):
+    """The same statement, run against a deliberately broken copy of the policies, fails:
+    the checks above can fail, and fail for the reason they are meant to."""
+    result = analyse(env).result(check, mutation)
+    assert result["numerical_result"] == 1, result
+    assert connections_in(result), f"nca gave no counter-example: {result}"
+
+
+def test_every_mutation_is_checked_in_some_environment():
+    checked = {mutation.name for env in ENVIRONMENTS for mutation, _ in mutation_cases(env)}
+    assert checked == {mutation.name for mutation in MUTATIONS}
