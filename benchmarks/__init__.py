@@ -1,0 +1,1 @@
+"""Benchmark of the charge path: `python -m benchmarks` (make bench). See docs/performance.md."""

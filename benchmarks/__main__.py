@@ -1,0 +1,57 @@
+"""python -m benchmarks [--quick] [--workers 1,2,4] [--connections 1,8,32] [--duration 8] [--json PATH]"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+
+from benchmarks import report, wrk
+from benchmarks.run import QUICK, Plan, as_json, run
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 workers, 1 and 8 connections, 2 s each")
+    parser.add_argument("--workers", type=_ints, help="gunicorn worker counts (default 1,2,4)")
+    parser.add_argument("--threads", type=int, help="gthread threads per worker (default 4, as deployed)")
+    parser.add_argument("--connections", type=_ints, help="wrk connection counts (default 1,8,32)")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run (default 8)")
+    parser.add_argument("--sequential", type=int, help="charges in the sequential run (default 1000; 0: skip)")
+    parser.add_argument("--apps", help="comma list of service,baseline (default both)")
+    parser.add_argument("--normal-sync", action="store_true",
+                        help="also run the baseline with synchronous=NORMAL, to show the fsync cost")
+    parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
+    args = parser.parse_args(argv)
+
+    plan = QUICK if args.quick else Plan()
+    overrides = {
+        "workers": args.workers, "threads": args.threads, "connections": args.connections,
+        "duration_s": args.duration, "sequential": args.sequential,
+        "apps": tuple(args.apps.split(",")) if args.apps else None,
+        "normal_sync": args.normal_sync or None,
+    }
+    plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    wrk.executable()  # fail early, with the install hint
+
+    machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
+    print(f"benchmark plan: {plan}", flush=True)
+    configs = run(plan, log=lambda line: print(line, flush=True))
+    print()
+    print(report.render(plan, configs, machine))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(as_json(plan, configs), out, indent=2)
+    mismatched = any(not load.rows_ok for c in configs for load in c.loads)
+    return 1 if mismatched else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

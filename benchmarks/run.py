@@ -1,0 +1,174 @@
+"""The benchmark run: each app, each worker count, each connection count."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from benchmarks import wrk
+from benchmarks.servers import BASELINE_COMMAND, SERVICE_COMMAND, BenchServer, Memory, memory, server_environment
+from tests.server import antaeus_request, read_reply
+
+APPS = {"service": SERVICE_COMMAND, "baseline": BASELINE_COMMAND}
+
+
+@dataclass(frozen=True)
+class Plan:
+    workers: tuple[int, ...] = (1, 2, 4)
+    threads: int = 4
+    connections: tuple[int, ...] = (1, 8, 32)
+    duration_s: int = 8
+    warmup_s: int = 1
+    sequential: int = 1000
+    apps: tuple[str, ...] = ("service", "baseline")
+    # Extra baseline runs with synchronous=NORMAL: what the fsync at each commit costs.
+    normal_sync: bool = False
+
+
+QUICK = Plan(workers=(2,), connections=(1, 8), duration_s=2, sequential=100)
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """An Antaeus-like run: one kept-alive connection, one charge after another."""
+
+    charges: int
+    total_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    errors: int
+    rows: int
+
+    @property
+    def per_charge_ms(self) -> float:
+        return self.total_s * 1000 / self.charges
+
+
+@dataclass(frozen=True)
+class Load:
+    result: wrk.WrkResult
+    rows: int
+
+    @property
+    def rows_ok(self) -> bool:
+        return self.result.rows_consistent(self.rows)
+
+
+@dataclass
+class Config:
+    """One app at one worker count: its start-up, sequential run, loads and memory."""
+
+    app: str
+    workers: int
+    threads: int
+    ready_fresh_s: float = 0.0
+    ready_restart_s: float = 0.0
+    sequential: Sequential | None = None
+    loads: list[Load] = field(default_factory=list)
+    memory: list[Memory] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.app if self.app != "baseline-normal" else "baseline, synchronous=NORMAL"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def sequential_run(server: BenchServer, charges: int) -> Sequential:
+    before = server.stored_rows()
+    latencies, errors = [], 0
+    raw = antaeus_request()
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(charges):
+            t0 = time.perf_counter()
+            sock.sendall(raw)
+            reply = read_reply(sock)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            if reply.status != 201 or not isinstance(reply.json().get("result"), bool):
+                errors += 1
+    total = time.perf_counter() - started
+    return Sequential(
+        charges=charges,
+        total_s=total,
+        p50_ms=statistics.median(latencies),
+        p90_ms=percentile(latencies, 90),
+        p99_ms=percentile(latencies, 99),
+        errors=errors,
+        rows=server.settled_rows() - before,
+    )
+
+
+def measure(app: str, workers: int, plan: Plan, log=print) -> Config:
+    command = APPS["baseline" if app == "baseline-normal" else app]
+    extra = {"BENCH_SQLITE_SYNCHRONOUS": "NORMAL"} if app == "baseline-normal" else None
+    config = Config(app=app, workers=workers, threads=plan.threads)
+    data_dir = tempfile.mkdtemp(prefix=f"bench-{app}-")
+    from pathlib import Path
+
+    server = BenchServer(
+        Path(data_dir),
+        env=server_environment(workers=workers, threads=plan.threads, extra=extra),
+        command=command,
+    )
+    try:
+        server.start(wait=False)
+        config.ready_fresh_s = server.wait_ready(60)
+        log(f"  {app}, {workers} worker(s) x {plan.threads} threads: ready in {config.ready_fresh_s:.2f} s")
+        # Warm-up: every worker thread opens its database connection and imports lazily.
+        wrk.run(server.port, connections=max(plan.connections), duration_s=plan.warmup_s)
+        server.settled_rows()
+        if plan.sequential:
+            config.sequential = sequential_run(server, plan.sequential)
+            s = config.sequential
+            log(f"    sequential {s.charges}: {s.total_s:.2f} s, {s.per_charge_ms:.2f} ms/charge, "
+                f"p50 {s.p50_ms:.2f} ms")
+        for connections in plan.connections:
+            before = server.settled_rows()
+            result = wrk.run(server.port, connections=connections, duration_s=plan.duration_s)
+            load = Load(result, server.settled_rows() - before)
+            config.loads.append(load)
+            log(f"    {connections:>2} connections: {result.rate:8.1f} charges/s, p50 {result.p50_ms:.2f} ms, "
+                f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, rows {load.rows} "
+                f"({'ok' if load.rows_ok else 'MISMATCH'})")
+        config.memory = [memory(pid) for pid in server.worker_pids()]
+        server.stop()
+        # A pod restart: the database and its schema exist, migrate has nothing to do.
+        server.start(wait=False)
+        config.ready_restart_s = server.wait_ready(60)
+    except Exception:
+        log(server.log()[-4000:])
+        raise
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return config
+
+
+def run(plan: Plan, log=print) -> list[Config]:
+    configs = []
+    apps = list(plan.apps) + (["baseline-normal"] if plan.normal_sync else [])
+    for workers in plan.workers:
+        for app in apps:
+            configs.append(measure(app, workers, plan, log))
+    return configs
+
+
+def as_json(plan: Plan, configs: list[Config]) -> dict:
+    def config(c: Config) -> dict:
+        data = asdict(c)
+        for load, raw in zip(c.loads, data["loads"]):
+            raw["charges_per_s"] = load.result.rate
+            raw["rows_ok"] = load.rows_ok
+        return data
+
+    return {"plan": asdict(plan), "configs": [config(c) for c in configs]}

@@ -1,0 +1,106 @@
+"""The two servers under test, started as the container starts the service, and what
+the benchmark reads from them: stored rows, worker memory, readiness time."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from tests.server import ENTRYPOINT, REPO, Server
+
+# Through the entrypoint (secret key, `manage.py migrate` on the fresh database), then the
+# same gunicorn config: only the WSGI application differs.
+SERVICE_COMMAND: tuple[str, ...] = ()  # the entrypoint's default: gunicorn payment_project.wsgi
+BASELINE_COMMAND = ("gunicorn", "--config", "gunicorn.conf.py", "benchmarks.baseline:application")
+
+
+@dataclass
+class BenchServer(Server):
+    """tests.server.Server, with the command the entrypoint execs after migrating."""
+
+    command: tuple[str, ...] = SERVICE_COMMAND
+
+    def start(self, *, wait: bool = True, timeout: float = 60.0) -> "BenchServer":
+        (self.data_dir / "static").mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            [str(ENTRYPOINT), *self.command],
+            cwd=REPO,
+            env=self.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def stored_rows(self) -> int:
+        with self.db() as db:
+            return db.execute("SELECT count(*) FROM payment_app_chargeattempt").fetchone()[0]
+
+    def settled_rows(self, *, quiet_s: float = 0.3, timeout: float = 10.0) -> int:
+        """The row count once requests still in flight have committed (stable for quiet_s)."""
+        deadline = time.monotonic() + timeout
+        count = self.stored_rows()
+        while time.monotonic() < deadline:
+            time.sleep(quiet_s)
+            now = self.stored_rows()
+            if now == count:
+                return now
+            count = now
+        return count
+
+    def worker_pids(self) -> list[int]:
+        assert self.process is not None
+        return children(self.process.pid)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process (gunicorn's master -> its workers)."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: the ppid follows the last ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A process's memory in MiB: resident set (shared pages counted in full), and
+    proportional set size (shared pages divided among the processes sharing them)."""
+
+    rss_mib: float
+    pss_mib: float
+
+
+def memory(pid: int) -> Memory:
+    def kib(path: str, key: str) -> int:
+        for line in pathlib.Path(f"/proc/{pid}/{path}").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        raise KeyError(f"{key} not in /proc/{pid}/{path}")
+
+    return Memory(rss_mib=kib("status", "VmRSS") / 1024, pss_mib=kib("smaps_rollup", "Pss") / 1024)
+
+
+def server_environment(*, workers: int, threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {
+        "WEB_CONCURRENCY": str(workers),
+        "GUNICORN_THREADS": str(threads),
+        "PAYMENT_SUCCESS_RATE": "0.5",
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+        **(extra or {}),
+    }
