@@ -1,0 +1,214 @@
+"""scripts/verify-deployment against a local stand-in for Antaeus's REST API."""
+
+from __future__ import annotations
+
+import ast
+import http.server
+import importlib.machinery
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from tests.kube import REPO
+
+pytestmark = pytest.mark.manifests
+
+SCRIPT = REPO / "scripts" / "verify-deployment"
+
+
+def load_script():
+    loader = importlib.machinery.SourceFileLoader("verify_deployment", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("verify_deployment", loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    loader.exec_module(module)
+    return module
+
+
+class FakeAntaeus(http.server.ThreadingHTTPServer):
+    """Antaeus's routes as the contract describes them: the stock seed data (10 invoices,
+    ids 1 and 6 PAID), and a pay run that charges PENDING invoices in id order and stops at
+    the first declined charge. Charge outcomes come from a fixed script, not chance."""
+
+    def __init__(self, outcomes: list[bool]) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.outcomes = list(outcomes)
+        self.invoices = [
+            {"id": i, "customerId": 1 + (i > 5), "amount": {"value": 100 + i, "currency": "USD"},
+             "status": "PAID" if i in (1, 6) else "PENDING"}
+            for i in range(1, 11)
+        ]
+        self.calls: list[str] = []
+        self.health_status = 200
+        self.fail_pay_call: int | None = None  # the n-th pay answers an HTML 500 page
+        self.pay_body: bytes | None = None  # a malformed pay answer
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def pay(self) -> bool:
+        for invoice in self.invoices:
+            if invoice["status"] == "PENDING":
+                if not self.outcomes.pop(0):
+                    return False
+                invoice["status"] = "PAID"
+        return True
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    server: FakeAntaeus
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def answer(self, status: int, body: bytes, content_type="application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.server.calls.append(f"GET {self.path}")
+        if self.path == "/rest/health":
+            self.answer(self.server.health_status, b'"ok"')
+        elif self.path == "/rest/v1/invoices":
+            self.answer(200, json.dumps(self.server.invoices).encode())
+        else:
+            self.answer(404, b"Not found", "text/plain")
+
+    def do_POST(self) -> None:
+        self.server.calls.append(f"POST {self.path}")
+        if self.path != "/rest/v1/invoices/pay":
+            self.answer(404, b"Not found", "text/plain")
+            return
+        pays = self.server.calls.count("POST /rest/v1/invoices/pay")
+        if pays == self.server.fail_pay_call:
+            self.answer(500, b"<html><body>Server Error</body></html>", "text/html")
+        elif self.server.pay_body is not None:
+            self.answer(200, self.server.pay_body)
+        else:
+            self.answer(200, json.dumps(self.server.pay()).encode())
+
+
+@pytest.fixture
+def antaeus():
+    servers = []
+
+    def start(outcomes=(True,) * 8) -> FakeAntaeus:
+        server = FakeAntaeus(list(outcomes))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+
+
+def test_pays_lists_and_compares_with_the_expected_share(antaeus):
+    # Run 1: invoices 2, 3 paid, 4 declined; run 2: 4 paid, 5 declined; run 3: 5 declined.
+    server = antaeus([True, True, False, True, False, False])
+    result = run(server.url + "/", "--pay-calls", "3", "--success-rate", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert server.calls == [
+        "GET /rest/health", "GET /rest/v1/invoices",
+        *["POST /rest/v1/invoices/pay"] * 3, "GET /rest/v1/invoices",
+    ]
+    assert "invoices:      10 (5 PAID, 5 PENDING)" in result.stdout
+    assert "PAID share:    50% (before: 20%)" in result.stdout
+    assert "expected:      49% on average at success rate 0.5 after 3 pay call(s)" in result.stdout
+    assert "pay answers:   false, false, false" in result.stdout
+    # Progress goes to stderr, one line per step and the pay bar.
+    assert "==> health: GET" in result.stderr and "3/3" in result.stderr
+
+
+def test_default_is_one_pay_call_and_thirty_percent_expected(antaeus):
+    server = antaeus()
+    result = run(server.url)
+    assert result.returncode == 0, result.stderr
+    assert "PAID share:    100%" in result.stdout
+    assert "expected:      30% on average at success rate 0.5 after 1 pay call(s)" in result.stdout
+    assert server.calls.count("POST /rest/v1/invoices/pay") == 1
+
+
+def test_a_failed_pay_call_fails_the_run(antaeus):
+    server = antaeus()
+    server.fail_pay_call = 2
+    result = run(server.url, "-n", "3", "--quiet")
+    assert result.returncode == 1
+    assert "FAILED: POST" in result.stderr and "HTTP 500" in result.stderr
+    assert server.calls.count("POST /rest/v1/invoices/pay") == 2, "stops at the failure"
+    assert result.stdout == ""
+
+
+def test_a_pay_answer_that_is_not_a_boolean_fails_the_run(antaeus):
+    server = antaeus()
+    server.pay_body = b'{"result": true}'
+    result = run(server.url)
+    assert result.returncode == 1
+    assert "expected true or false" in result.stderr
+
+
+def test_unhealthy_antaeus_is_never_paid(antaeus):
+    server = antaeus()
+    server.health_status = 503
+    result = run(server.url)
+    assert result.returncode == 1
+    assert "HTTP 503" in result.stderr
+    assert server.calls == ["GET /rest/health"]
+
+
+def test_unreachable_antaeus_fails_clearly():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before the script connects
+    result = run(f"http://127.0.0.1:{port}", "--timeout", "5")
+    assert result.returncode == 1
+    assert "FAILED: GET" in result.stderr and "/rest/health failed" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--success-rate", "1.5", "http://x"], ["ftp://x"], []])
+def test_bad_arguments_exit_2(args):
+    assert run(*args).returncode == 2
+
+
+def test_expected_share_matches_the_contract():
+    share = load_script().expected_paid_share
+    # (2 + p + p^2 + ... + p^8) / 10 for one pay call.
+    assert share(paid=2, pending=8, success_rate=0.5, pay_calls=1) == pytest.approx(0.2996, abs=1e-4)
+    assert share(paid=2, pending=8, success_rate=0.5, pay_calls=3) == pytest.approx(0.49, abs=0.01)
+    assert share(paid=2, pending=8, success_rate=0.77, pay_calls=1) == pytest.approx(0.49, abs=0.01)
+    assert share(paid=2, pending=8, success_rate=1.0, pay_calls=1) == 1.0
+    assert share(paid=2, pending=8, success_rate=0.0, pay_calls=5) == 0.2
+    assert share(paid=10, pending=0, success_rate=0.5, pay_calls=2) == 1.0
+
+
+def test_script_is_an_executable_stdlib_only_tool():
+    assert os.access(SCRIPT, os.X_OK)
+    source = SCRIPT.read_text()
+    assert source.startswith("#!/usr/bin/env python3\n")
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    assert imported <= sys.stdlib_module_names | {"__future__"}, imported - sys.stdlib_module_names
+    result = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "--pay-calls" in result.stdout
