@@ -176,3 +176,33 @@ def test_argo_cd_folder_is_outside_every_flux_path(env, kustomizations):
     for ks in kustomizations.values():
         assert not path_of(ks).startswith("argocd")
     assert not (REPO / "clusters" / env / "argocd").exists()
+
+
+PLURALS = {"Ingress": "ingresses"}
+APPLY_VERBS = {"get", "list", "create", "patch", "delete"}  # server-side apply and prune
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_reconciler_may_apply_and_prune_everything_in_its_path(env, kustomizations, service):
+    ks = kustomizations[(service, service)]
+    platform = render(f"overlays/{env}/platform")
+    subject = {"kind": "ServiceAccount", "name": "flux-reconciler", "namespace": service}
+    rules = []
+    for binding in platform:
+        if binding["kind"] != "RoleBinding" or binding["metadata"]["namespace"] != service:
+            continue
+        if subject not in binding.get("subjects", []):
+            continue
+        ref = binding["roleRef"]
+        role_kind = ref["kind"]
+        role = find(platform, role_kind, ref["name"], service if role_kind == "Role" else None)
+        rules += role["rules"]
+    for obj in render(path_of(ks)):
+        group = obj["apiVersion"].rpartition("/")[0]
+        resource = PLURALS.get(obj["kind"], obj["kind"].lower() + "s")
+        granted = set()
+        for rule in rules:
+            if group in rule.get("apiGroups", []) and resource in rule.get("resources", []):
+                granted |= set(rule["verbs"])
+        missing = APPLY_VERBS - granted
+        assert not missing, f"{service}/flux-reconciler lacks {sorted(missing)} on {group}/{resource}"
