@@ -142,6 +142,14 @@ except ValueError:
 
 # Largest body the charge endpoint reads; a stock Antaeus body is under 60 bytes.
 PAYMENT_MAX_BODY_BYTES = env.int("PAYMENT_MAX_BODY_BYTES", default=4096)
+# Longest the charge endpoint waits for the whole body once the headers are in (gunicorn
+# has no such limit): a client that stalls or trickles gets a JSON 408 and its worker
+# thread back. Antaeus sends headers and body together. Keep it under the graceful timeout.
+PAYMENT_BODY_READ_TIMEOUT_SECONDS = _env_float("PAYMENT_BODY_READ_TIMEOUT_SECONDS", 5.0)
+if PAYMENT_BODY_READ_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured(
+        f"PAYMENT_BODY_READ_TIMEOUT_SECONDS must be positive, got {PAYMENT_BODY_READ_TIMEOUT_SECONDS}"
+    )
 # Everything else (the admin's forms) gets Django's check with a modest bound.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
 
