@@ -1,0 +1,173 @@
+"""RBAC of both overlays, decided by the evaluator in rbac.py against the rendered
+Roles, ClusterRoles and bindings of `overlays/<env>` (the whole tree kubectl would apply)."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import pytest
+
+from tests.isolation.can_i import ENVIRONMENTS, SERVICES, rows, script
+from tests.isolation.rbac import RBAC_KINDS, Authorizer, Request, Subject
+from tests.kube import render
+
+pytestmark = pytest.mark.manifests
+
+
+@functools.cache
+def authorizer(env: str) -> Authorizer:
+    return Authorizer(render(f"overlays/{env}"))
+
+
+def _table_cases():
+    return [pytest.param(env, row, id=f"{env}: {row.id}") for env in ENVIRONMENTS for row in rows(env)]
+
+
+@pytest.mark.parametrize(("env", "row"), _table_cases())
+def test_rbac_table(env, row):
+    assert authorizer(env).allowed(row.who(), row.request()) is row.expected
+
+
+def test_table_covers_both_answers_for_every_subject_kind():
+    # A table of only "no" rows would pass against an empty RBAC tree.
+    for env in ENVIRONMENTS:
+        answers = {(row.subject.split(":")[0], row.expected) for row in rows(env)}
+        assert answers >= {("group", True), ("group", False), ("sa", True), ("sa", False)}, env
+
+
+# --- sweeps: the "never" rules, for every subject the overlays bind, everywhere ---------
+
+NAMESPACES = (*SERVICES, "default", "kube-system", "flux-system", None)
+NEVER = (
+    *(Request.parse(verb, "secrets") for verb in ("get", "list", "watch", "create", "update", "patch", "delete")),
+    Request.parse("create", "pods/exec"),
+    Request.parse("create", "serviceaccounts/token"),
+    *(Request.parse(verb, kind) for verb in ("create", "update", "patch", "delete", "escalate", "bind")
+      for kind in ("roles.rbac.authorization.k8s.io", "clusterroles.rbac.authorization.k8s.io")),
+    *(Request.parse(verb, kind) for verb in ("create", "update", "patch", "delete")
+      for kind in ("rolebindings.rbac.authorization.k8s.io", "clusterrolebindings.rbac.authorization.k8s.io",
+                   "networkpolicies.networking.k8s.io", "namespaces",
+                   "validatingadmissionpolicies.admissionregistration.k8s.io",
+                   "validatingadmissionpolicybindings.admissionregistration.k8s.io")),
+    *(Request.parse("impersonate", kind) for kind in ("users", "groups", "serviceaccounts", "uids")),
+)
+
+
+def bound_subjects(env: str) -> list[Subject]:
+    """Every subject any binding of the overlay names, as the API server would see it."""
+    found = set()
+    for obj in render(f"overlays/{env}"):
+        if obj["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        for subject in obj.get("subjects") or []:
+            if subject["kind"] == "Group":
+                found.add(Subject.member_of(subject["name"]))
+            elif subject["kind"] == "ServiceAccount":
+                found.add(Subject.service_account(subject.get("namespace") or obj["metadata"]["namespace"],
+                                                  subject["name"]))
+            else:
+                found.add(Subject(subject["name"], frozenset({"system:authenticated"})))
+    return sorted(found, key=lambda s: s.user + ",".join(sorted(s.groups)))
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_no_bound_subject_can_read_secrets_or_escalate_anywhere(env):
+    subjects = bound_subjects(env)
+    # Both developer groups and both reconcilers, at least.
+    assert {s.user for s in subjects} >= {"system:serviceaccount:antaeus:flux-reconciler",
+                                          "system:serviceaccount:payment:flux-reconciler"}
+    assert {g for s in subjects for g in s.groups} >= {"antaeus-developers", "payment-developers"}
+    granted = [
+        (who.user, sorted(who.groups), request)
+        for who, base, namespace in itertools.product(subjects, NEVER, NAMESPACES)
+        if authorizer(env).allowed(who, request := Request(**{**base.__dict__, "namespace": namespace}))
+    ]
+    assert not granted
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_developers_hold_nothing_outside_their_namespace(env):
+    verbs = ("get", "list", "watch", "create", "update", "patch", "delete")
+    resources = ("pods", "pods/log", "pods/portforward", "deployments.apps", "services", "configmaps", "events")
+    for svc in SERVICES:
+        who = Subject.member_of(f"{svc}-developers")
+        for namespace in (*[s for s in SERVICES if s != svc], "default", "kube-system", None):
+            granted = [
+                (verb, resource)
+                for verb in verbs
+                for resource in resources
+                if authorizer(env).allowed(who, Request.parse(verb, resource, namespace))
+            ]
+            assert not granted, f"{svc}-developers in {namespace}: {granted}"
+
+
+# --- Flux applies each service with that namespace's reconciler ------------------------
+
+KIND_RESOURCES = {
+    "Deployment": "deployments.apps",
+    "Service": "services",
+    "ServiceAccount": "serviceaccounts",
+    "ConfigMap": "configmaps",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Ingress": "ingresses.networking.k8s.io",
+    "Secret": "secrets",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers.autoscaling",
+    "PodDisruptionBudget": "poddisruptionbudgets.policy",
+}
+# What kustomize-controller does with the objects of a Kustomization: server-side apply
+# (create/patch), drift detection and health checks (get/list/watch), garbage collection
+# (delete).
+APPLY_VERBS = ("get", "list", "watch", "create", "patch", "delete")
+
+
+@pytest.mark.parametrize(("env", "svc"), list(itertools.product(ENVIRONMENTS, SERVICES)))
+def test_reconciler_can_apply_exactly_its_service_overlay(env, svc):
+    objects = render(f"overlays/{env}/{svc}")
+    assert objects
+    (other,) = [s for s in SERVICES if s != svc]
+    reconciler = Subject.service_account(svc, "flux-reconciler")
+    for obj in objects:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        assert kind in KIND_RESOURCES, f"{kind} {name}: no resource mapping; add it here and, deliberately, to the Role"
+        assert kind not in RBAC_KINDS | {"NetworkPolicy", "Namespace"}, f"guard rail {kind} in a service overlay"
+        assert obj["metadata"].get("namespace") == svc, f"{kind} {name} is not in namespace {svc}"
+        resource = KIND_RESOURCES[kind]
+        for verb in APPLY_VERBS:
+            assert authorizer(env).allowed(reconciler, Request.parse(verb, resource, svc, name)), (
+                f"flux-reconciler in {svc} cannot {verb} {resource} {name}"
+            )
+            assert not authorizer(env).allowed(reconciler, Request.parse(verb, resource, other, name)), (
+                f"flux-reconciler of {svc} can {verb} {resource} in {other}"
+            )
+
+
+# --- structure -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_rbac_is_namespace_scoped_and_without_wildcards(env):
+    objects = render(f"overlays/{env}")
+    assert not [o for o in objects if o["kind"] == "ClusterRoleBinding"]
+    for binding in (o for o in objects if o["kind"] == "RoleBinding"):
+        assert binding["metadata"]["namespace"] in SERVICES
+        for subject in binding["subjects"]:
+            if subject["kind"] == "ServiceAccount":
+                # A binding may only ever name its own namespace's reconciler.
+                assert subject["namespace"] == binding["metadata"]["namespace"], binding
+    for role in (o for o in objects if o["kind"] in ("Role", "ClusterRole")):
+        assert "aggregationRule" not in role
+        for rule in role["rules"]:
+            for field in ("verbs", "apiGroups", "resources"):
+                assert all("*" not in value for value in rule.get(field, [])), (role["metadata"]["name"], rule)
+
+
+def test_can_i_script_lists_every_row_with_its_expected_answer():
+    for env in ENVIRONMENTS:
+        text = script(env)
+        checks = [line for line in text.splitlines() if line.startswith("check ")]
+        assert len(checks) == len(rows(env))
+        assert "check no kubectl auth can-i get secrets --namespace=payment --as=isolation-check " \
+               "--as-group=payment-developers" in text
+        assert "check yes kubectl auth can-i get pods --subresource=log --namespace=antaeus" in text
+        assert "--as=system:serviceaccount:antaeus:flux-reconciler" in text
