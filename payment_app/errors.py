@@ -9,7 +9,7 @@ whole pay run on a body without it; so the DRF exception handler and Django's ow
 import logging
 
 from django.core.exceptions import DisallowedHost, PermissionDenied, RequestDataTooBig
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -23,6 +23,14 @@ class PayloadTooLarge(exceptions.APIException):
 
     def __init__(self, limit: int):
         super().__init__(f"The request body is larger than the {limit}-byte limit.")
+
+
+class RequestTimeout(exceptions.APIException):
+    status_code = status.HTTP_408_REQUEST_TIMEOUT
+    default_code = "request_timeout"
+
+    def __init__(self, seconds: float):
+        super().__init__(f"The request body did not arrive within {seconds:g} seconds; nothing was charged.")
 
 
 class IdempotencyKeyReused(exceptions.APIException):
@@ -54,10 +62,26 @@ def _flatten(detail) -> list[str]:
     return [str(detail)]
 
 
+def _close_connections() -> None:
+    """Drop this thread's database connections after a storage error.
+
+    Connections persist (CONN_MAX_AGE=None) and Django's SQLite backend reports them
+    always usable, so one that failed (file read-only, disk I/O error) would be reused
+    as it is; the next request opens a fresh one, which works again once the fault is
+    gone, or fails again the same way.
+    """
+    for connection in connections.all(initialized_only=True):
+        try:
+            connection.close()
+        except DatabaseError:
+            logger.warning("closing a failed database connection failed too", exc_info=True)
+
+
 def api_exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every failure on the API becomes the one error shape."""
     if isinstance(exc, DatabaseError):
         logger.exception("charge storage failed")
+        _close_connections()
         exc = StorageUnavailable()
     elif not isinstance(exc, exceptions.APIException):
         # Django's Http404 and PermissionDenied keep their meaning; anything else is a bug,
