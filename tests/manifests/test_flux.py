@@ -40,16 +40,27 @@ def bootstrap_objects(env: str) -> list[dict]:
     ]
 
 
-def flux_kustomizations(env: str) -> dict[tuple[str, str], dict]:
+def is_bootstrap(ks: dict) -> bool:
+    """The Kustomization `flux bootstrap` writes into clusters/<env>/flux-system/ (in a
+    fork that has been bootstrapped): it applies the cluster folder itself."""
+    return ks["metadata"]["name"] == "flux-system" and ks["metadata"]["namespace"] == "flux-system"
+
+
+def flux_kustomizations(env: str, *, with_bootstrap: bool = False) -> dict[tuple[str, str], dict]:
     """Every Flux Kustomization that ends up in the cluster, by (namespace, name): those
     bootstrap applies and, recursively, those in the paths they apply."""
     found: dict[tuple[str, str], dict] = {}
-    pending = [o for o in bootstrap_objects(env) if o["kind"] == "Kustomization"]
+    pending = [
+        o for o in bootstrap_objects(env)
+        if o["kind"] == "Kustomization" and (with_bootstrap or not is_bootstrap(o))
+    ]
     while pending:
         ks = pending.pop()
         key = (ks["metadata"]["namespace"], ks["metadata"]["name"])
         assert key not in found, f"{key} defined twice"
         found[key] = ks
+        if is_bootstrap(ks):
+            continue
         pending += [
             o for o in render(path_of(ks))
             if o["apiVersion"].startswith(FLUX_GROUPS) and o["kind"] == "Kustomization"
@@ -89,6 +100,7 @@ def kustomizations(env) -> dict[tuple[str, str], dict]:
 def test_flux_objects_validate_with_no_unknown_fields(env, kustomizations):
     objects = bootstrap_objects(env) + list(kustomizations.values())
     assert objects
+    assert all(not is_bootstrap(ks) for ks in kustomizations.values())
     for obj in objects:
         validate_strictly(obj)
 

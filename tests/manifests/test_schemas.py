@@ -17,7 +17,7 @@ pytestmark = pytest.mark.manifests
 
 VERSIONS = ("1.30", kv.major_minor(kv.latest_version()))
 # Custom resources with no schema in kubernetes-validate, validated elsewhere.
-CUSTOM_GROUPS = ("kustomize.toolkit.fluxcd.io/", "argoproj.io/")
+CUSTOM_GROUPS = ("kustomize.toolkit.fluxcd.io/", "source.toolkit.fluxcd.io/", "argoproj.io/")
 
 # kubernetes-validate re-reads its (large) schema files for every object; they never change.
 kv.schema_contents = functools.cache(kv.schema_contents)
