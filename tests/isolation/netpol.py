@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import functools
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -303,6 +304,8 @@ def analyse(env: str) -> Analysis:
         out = workdir / "out" / f"{q['name']}.yaml"
         if out.exists():
             (results[q["name"]],) = yaml.safe_load(out.read_text())
+    if proc.returncode == 0:
+        shutil.rmtree(workdir)  # kept when nca reports a problem: the log names the scheme
     return Analysis(env, proc.returncode, log, connectivity, results, mutation_errors)
 
 

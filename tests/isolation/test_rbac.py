@@ -171,3 +171,14 @@ def test_can_i_script_lists_every_row_with_its_expected_answer():
                "--as-group=payment-developers" in text
         assert "check yes kubectl auth can-i get pods --subresource=log --namespace=antaeus" in text
         assert "--as=system:serviceaccount:antaeus:flux-reconciler" in text
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_platform_objects_carry_the_recommended_labels(env):
+    for obj in render(f"overlays/{env}/platform"):
+        labels = obj["metadata"].get("labels") or {}
+        assert labels.get("app.kubernetes.io/part-of") == "antaeus-billing", obj["metadata"]
+        assert labels.get("app.kubernetes.io/component") == "platform", obj["metadata"]
+        assert labels.get("app.kubernetes.io/managed-by") == "kustomize", obj["metadata"]
+        assert labels.get("app.kubernetes.io/instance") == f"platform-{env}", obj["metadata"]
+        assert labels.get("app.kubernetes.io/name"), obj["metadata"]
