@@ -56,10 +56,14 @@ def drop_connections_to_moved_database(**kwargs):
 
 @dataclasses.dataclass
 class DatabaseWritable(HealthCheck):
-    """The SQLite file can take the write lock within `lock_timeout` seconds.
+    """The SQLite file takes the write lock within `lock_timeout` seconds and a commit.
 
     Fails when the file or its directory is missing, read-only, or held locked by
-    another process: every case in which a charge could not be recorded.
+    another process: every case in which a charge could not be recorded. Taking the
+    lock alone is not enough: in WAL mode it lives in the -shm index, and SQLite hands
+    a new connection a file descriptor the process already holds open for writing, so
+    an unwritable database and WAL only show at commit. The probe commits a write that
+    changes nothing (user_version set to itself): one WAL frame per probe.
     """
 
     alias: str = DEFAULT_DB_ALIAS
@@ -75,7 +79,9 @@ class DatabaseWritable(HealthCheck):
             raise ServiceUnavailable(f"cannot open the database: {exc}") from exc
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise ServiceUnavailable(f"cannot write to the database: {exc}") from exc
         finally:
