@@ -123,6 +123,12 @@ def _whole_antaeus_namespace(policies: list[dict]) -> list[dict]:
     return policies
 
 
+def _payment_side_namespace_only(policies: list[dict]) -> list[dict]:
+    # The payment side forgets its pod selector; Antaeus's egress side still holds.
+    del _payment_ingress_rule(policies)["from"][0]["podSelector"]
+    return policies
+
+
 def _any_port(policies: list[dict]) -> list[dict]:
     # No port list on either side: every port of payment opens to Antaeus.
     del _payment_ingress_rule(policies)["ports"]
@@ -154,6 +160,8 @@ class Mutation:
     name: str
     mutate: object  # Callable[[list[dict]], list[dict]]
     caught_by: tuple[str, ...]  # Check names that must FAIL on the mutant
+    # Check names that must still HOLD on the mutant (defence in depth made visible).
+    still_holds: tuple[str, ...] = ()
 
 
 MUTATIONS = (
@@ -166,6 +174,12 @@ MUTATIONS = (
         "whole-antaeus-namespace",
         _whole_antaeus_namespace,
         ("forbids-antaeus-neighbour-to-payment", "forbids-only-antaeus-to-payment"),
+    ),
+    Mutation(
+        "payment-side-namespace-only",
+        _payment_side_namespace_only,
+        caught_by=(),
+        still_holds=("forbids-antaeus-neighbour-to-payment", "forbids-only-antaeus-to-payment"),
     ),
     Mutation("any-port-to-payment", _any_port, ("forbids-payment-other-ports",)),
     Mutation(
@@ -196,9 +210,16 @@ def checks_for(env: str) -> list[Check]:
     return [c for c in CHECKS if env in c.envs]
 
 
-def mutation_cases(env: str) -> list[tuple[Mutation, Check]]:
+def mutation_cases(env: str, holds: bool = False) -> list[tuple[Mutation, Check]]:
+    """(mutation, check) pairs where the check must fail on the mutant, or, with
+    holds=True, where it must still hold."""
     by_name = {c.name: c for c in checks_for(env)}
-    return [(m, by_name[name]) for m in MUTATIONS for name in m.caught_by if name in by_name]
+    return [
+        (m, by_name[name])
+        for m in MUTATIONS
+        for name in (m.still_holds if holds else m.caught_by)
+        if name in by_name
+    ]
 
 
 def _dump(path: pathlib.Path, docs: list[dict]) -> str:
@@ -277,9 +298,10 @@ def analyse(env: str) -> Analysis:
             continue
         config = f"mutant-{mutation.name}"
         configs.append({"name": config, "networkPolicyList": [_dump(workdir / f"{config}.yaml", mutated)]})
-    for mutation, check in mutation_cases(env):
-        if mutation.name not in mutation_errors:
-            queries.append(query(_query_name(check, mutation), check, f"mutant-{mutation.name}", 1))
+    for holds in (False, True):
+        for mutation, check in mutation_cases(env, holds):
+            if mutation.name not in mutation_errors:
+                queries.append(query(_query_name(check, mutation), check, f"mutant-{mutation.name}", 0 if holds else 1))
 
     scheme = {
         "namespaceList": _dump(workdir / "namespaces.yaml", namespaces),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.isolation.netpol import (
+    CHECKS,
     ENVIRONMENTS,
     MUTATIONS,
     analyse,
@@ -32,7 +33,7 @@ def test_nca_ran_every_query_as_expected_without_warnings(env):
     assert analysis.returncode == 0, analysis.log
     assert "Warning" not in analysis.log, analysis.log
     assert not analysis.mutation_errors
-    expected_queries = len(checks_for(env)) + len(mutation_cases(env))
+    expected_queries = len(checks_for(env)) + len(mutation_cases(env)) + len(mutation_cases(env, holds=True))
     assert len(analysis.results) == expected_queries, analysis.log
 
 
@@ -93,6 +94,26 @@ def test_statement_catches_broken_policies(env, mutation, check):
     assert connections_in(result), f"nca gave no counter-example: {result}"
 
 
-def test_every_mutation_is_checked_in_some_environment():
-    checked = {mutation.name for env in ENVIRONMENTS for mutation, _ in mutation_cases(env)}
+def _holding_cases():
+    return [
+        pytest.param(env, mutation, check, id=f"{env}-{mutation.name}-{check.name}")
+        for env in ENVIRONMENTS
+        for mutation, check in mutation_cases(env, holds=True)
+    ]
+
+
+@pytest.mark.parametrize(("env", "mutation", "check"), _holding_cases())
+def test_statement_survives_a_one_sided_mistake(env, mutation, check):
+    """Both ends are closed: a mistake on one side alone does not open the connection."""
+    result = analyse(env).result(check, mutation)
+    assert result["numerical_result"] == 0 and not connections_in(result), result
+
+
+def test_every_mutation_is_checked_and_names_real_checks():
+    names = {check.name for check in CHECKS}
+    for mutation in MUTATIONS:
+        assert set(mutation.caught_by) | set(mutation.still_holds) <= names, mutation.name
+    checked = {
+        mutation.name for env in ENVIRONMENTS for holds in (False, True) for mutation, _ in mutation_cases(env, holds)
+    }
     assert checked == {mutation.name for mutation in MUTATIONS}
