@@ -175,7 +175,7 @@ def lost(load: Load, rows: dict[int, tuple[int, bool]]) -> list[Outcome]:
 
 def figures(name: str, **facts) -> str:
     line = f"{name}: " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in facts.items())
-    print(line)
+    print(f"\n{line}")  # own line, after pytest's progress dots
     return line
 
 

@@ -79,10 +79,13 @@ def server(tmp_path_factory):
         tmp_path_factory.mktemp("hostile"),
         env={"GUNICORN_THREADS": str(THREADS), "PAYMENT_BODY_READ_TIMEOUT_SECONDS": str(BODY_TIMEOUT)},
     )
+    srv.refused = srv.stored_by_refused = 0
     try:
         srv.start()
         srv.first_workers = srv.workers()
         yield srv
+        figures("hostile-input", cases=len(CASES), refused_as_json=srv.refused, stored=srv.stored_by_refused,
+                worker_pids_changed=int(srv.workers() != srv.first_workers))
     finally:
         srv.stop()
     # No worker died and was replaced on the way: two booted, for the whole module.
@@ -112,7 +115,9 @@ def test_table_has_the_cases_the_issue_asks_for():
 def test_hostile_request_is_refused_as_json_and_nothing_stored(server, raw, status, error):
     before = server.count()
     assert_json_refusal(send_raw(server.port, raw, timeout=10), status, error)
+    server.stored_by_refused += server.count() - before
     assert server.count() == before
+    server.refused += 1
     assert_alive(server)
     assert server.workers() == server.first_workers
 
