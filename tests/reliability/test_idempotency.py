@@ -3,7 +3,7 @@ connections across several gunicorn workers."""
 
 import pytest
 
-from tests.reliability.harness import charge_body, concurrently, figures
+from tests.reliability.harness import FaultServer, charge_body, concurrently, figures
 from tests.server import antaeus_request, send_raw
 
 pytestmark = pytest.mark.server
@@ -13,8 +13,6 @@ WORKERS = 4
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tests.reliability.harness import FaultServer
-
     srv = FaultServer(tmp_path_factory.mktemp("idempotency"), env={"WEB_CONCURRENCY": str(WORKERS)})
     try:
         yield srv.start()

@@ -6,6 +6,7 @@ a hung worker) and /readyz fails; once the fault is gone the same server recover
 itself, on every worker thread, with no restart.
 """
 
+import sys
 import time
 
 import pytest
@@ -128,9 +129,7 @@ def test_database_read_only(server):
     figures("storage-fault", fault="read-only", **during, **after)
 
 
-def test_database_locked_longer_than_the_busy_timeout(server, tmp_path):
-    import sys
-
+def test_database_locked_longer_than_the_busy_timeout(server):
     with DatabaseLock(server.database, sys.executable) as lock:
         during = assert_refused_during_fault(server, "locked")
         assert "database is locked" in server.log()
