@@ -71,7 +71,8 @@ class ChargeCreateApi(APIView):
         ],
         responses={
             201: OutputSerializer,
-            400: OpenApiResponse(ErrorSerializer, description="Invalid request"),
+            400: OpenApiResponse(ErrorSerializer, description="Invalid request, or a body cut short (incomplete_body)"),
+            408: OpenApiResponse(ErrorSerializer, description="Body not received within PAYMENT_BODY_READ_TIMEOUT_SECONDS"),
             413: OpenApiResponse(ErrorSerializer, description="Body over the size limit"),
             415: OpenApiResponse(ErrorSerializer, description="Not application/json"),
             422: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with other parameters"),

@@ -63,7 +63,7 @@ def test_openapi_schema_describes_the_charge_endpoint(client):
     assert "result" in schema["components"]["schemas"]["Charge"]["required"]
     # Served once, though the trailing-slash form is routed too.
     assert "/api/v1/charges/" not in schema["paths"]
-    assert {"201", "400", "413", "415", "422", "503"} <= set(operation["responses"])
+    assert {"201", "400", "408", "413", "415", "422", "503"} <= set(operation["responses"])
 
 
 def test_docs_page_is_served_without_external_assets(client):
