@@ -11,21 +11,16 @@ from django.http.request import split_domain_port, validate_host
 from django.urls import Resolver404, resolve
 
 from tests.kube import REPO, find, render
-from tests.manifests.conftest import ENVIRONMENTS, SERVICES, containers
+from tests.manifests.conftest import SERVICES, containers
 
 pytestmark = pytest.mark.manifests
 
 COMPONENTS = {"antaeus": "billing", "payment": "payment-provider"}
 
 
-@pytest.fixture(scope="module", params=ENVIRONMENTS)
-def env(request) -> str:
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def objects(env) -> list[dict]:
-    return render(f"overlays/{env}")
+@pytest.fixture
+def objects(env_objects) -> list[dict]:
+    return env_objects
 
 
 def container_env(objects: list[dict], deployment: dict) -> dict[str, str]:
