@@ -6,7 +6,8 @@ this work on this machine:
 
 - parse the JSON body with amounts as Decimal, and check the three fields' types;
 - draw the outcome from a locked `random.Random` at PAYMENT_SUCCESS_RATE;
-- INSERT the same row (with its SHA-256 request fingerprint) into the table the service's
+- wait for the other writers in the same flock() queue on `<database>.writer-lock`
+  (payment_app/services.py), then INSERT the same row (with its SHA-256 request fingerprint) into the table the service's
   own migration creates, on a per-thread connection kept open, with the service's PRAGMAs
   (journal_mode=WAL, synchronous=FULL, busy timeout) inside BEGIN IMMEDIATE ... COMMIT;
 - answer the same JSON object (id, created_at, customer_id, value, currency, result).
@@ -19,6 +20,7 @@ table) with the repo's gunicorn.conf.py:
 Not part of the service: nothing imports it outside the benchmark.
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -55,6 +57,7 @@ def _connection() -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
         _local.conn = conn
+        _local.queue = os.open(f"{DATABASE_PATH}.writer-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     return conn
 
 
@@ -111,6 +114,7 @@ def application(environ, start_response):
         succeeded = _rng.random() < SUCCESS_RATE
     created_at = datetime.now(timezone.utc)
     conn = _connection()
+    fcntl.flock(_local.queue, fcntl.LOCK_EX)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -125,6 +129,8 @@ def application(environ, start_response):
             raise
     except sqlite3.Error:
         return _refuse(start_response, "503 Service Unavailable", "storage_unavailable")
+    finally:
+        fcntl.flock(_local.queue, fcntl.LOCK_UN)
     return _answer(start_response, "201 Created", {
         "id": row_id,
         "created_at": created_at.isoformat().replace("+00:00", "Z"),
