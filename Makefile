@@ -10,7 +10,6 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export DATABASE_PATH ?= $(CURDIR)/var/payment.sqlite3
 export DJANGO_SECRET_KEY_FILE ?= $(CURDIR)/var/secret_key
 export STATIC_ROOT ?= $(CURDIR)/var/static
-export HOST ?= 127.0.0.1
 
 .PHONY: run test stress bench check-kubectl clean
 
@@ -28,7 +27,7 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 ## run: serve the payment service on http://127.0.0.1:8000 (SQLite in var/)
 run: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ./scripts/entrypoint python manage.py collectstatic --noinput --verbosity 0
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ./scripts/entrypoint
+	HOST="$${HOST:-127.0.0.1}" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ./scripts/entrypoint
 
 check-kubectl:
 	@command -v kubectl >/dev/null 2>&1 || { \

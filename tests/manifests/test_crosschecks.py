@@ -135,7 +135,9 @@ def test_termination_grace_outlasts_gunicorns_graceful_timeout(objects, monkeypa
     deployment = find(objects, "Deployment", "payment", "payment")
     for name, value in container_env(objects, deployment).items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("GUNICORN_GRACEFUL_TIMEOUT", raising=False)
+    # Only what the pod sets: nothing the calling shell (or make) may have exported.
+    for name in ("GUNICORN_GRACEFUL_TIMEOUT", "HOST"):
+        monkeypatch.delenv(name, raising=False)
     config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > config["graceful_timeout"] + 5
