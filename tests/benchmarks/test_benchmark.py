@@ -1,0 +1,126 @@
+"""The benchmark's own logic: reading wrk's report, the stored-rows check, the baseline app.
+
+No timing assertions: the targets live in the printed figures (make bench), not in tests.
+"""
+
+import json
+import pathlib
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import wrk
+from benchmarks.report import render
+from benchmarks.run import Plan
+from benchmarks.servers import BASELINE_COMMAND, children, memory
+from tests.server import ANTAEUS_BODY, REPO
+
+SAMPLE = """Running 2s test @ http://127.0.0.1:40000
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     4.91ms    1.20ms  19.02ms   88.10%
+  1000 requests in 2.00s, 300.00KB read
+Requests/sec:    500.00
+BENCH_JSON {"duration_us":2000000,"requests":1000,"sent":1008,"answered":1000,"ok":990,"other":10,"no_result":1,"errors":{"connect":0,"read":2,"write":0,"status":10,"timeout":1},"latency_us":{"min":900,"mean":4910.0,"max":19020,"p50":4500,"p90":6100,"p99":12000,"p999":18000}}
+"""
+
+
+def test_wrk_report_is_read_from_the_scripts_json_line():
+    result = wrk.parse(SAMPLE, connections=8)
+    assert (result.sent, result.answered, result.ok, result.other_status) == (1008, 1000, 990, 10)
+    assert result.rate == 495.0  # 2xx answers per second, not all answers
+    assert (result.p50_ms, result.p90_ms, result.p99_ms) == (4.5, 6.1, 12.0)
+    assert result.socket_errors == 3  # read + timeout; status errors are counted once, as "other"
+    assert result.errors == 10 + 3 + 1
+    assert result.unanswered == 8
+
+
+def test_wrk_output_without_the_json_line_is_an_error():
+    with pytest.raises(wrk.WrkError):
+        wrk.parse(SAMPLE.replace("BENCH_JSON", "OTHER"), connections=8)
+
+
+@pytest.mark.parametrize("stored, consistent", [(990, True), (998, True), (989, False), (999, False)])
+def test_stored_rows_must_match_the_2xx_answers_up_to_the_requests_cut_at_stop(stored, consistent):
+    assert wrk.parse(SAMPLE, connections=8).rows_consistent(stored) is consistent
+
+
+def test_wrk_command_sends_the_antaeus_body_and_host(monkeypatch):
+    monkeypatch.setattr(wrk.shutil, "which", lambda name: "/usr/bin/wrk")
+    argv = wrk.command(8000, connections=32, duration_s=8)
+    assert argv[-3:] == [ANTAEUS_BODY.decode(), "payment.payment.svc.cluster.local:8000", "/api/v1/charges"]
+    assert "-c32" in argv and "-d8s" in argv and str(wrk.SCRIPT) in argv
+
+
+def test_report_renders_with_no_configurations():
+    assert "Charge path benchmark" in render(Plan(), [], "test machine")
+
+
+def test_children_and_memory_of_a_real_process():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        import os
+
+        assert child.pid in children(os.getpid())
+        mem = memory(child.pid)
+        assert 0 < mem.pss_mib <= mem.rss_mib
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.fixture
+def migrated_database(tmp_path):
+    """The service's own migration creates the table the baseline writes to."""
+    database = tmp_path / "payment.sqlite3"
+    env = {"DATABASE_PATH": str(database), "DJANGO_SECRET_KEY": "test", "PATH": str(pathlib.Path(sys.executable).parent)}
+    done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return database
+
+
+def _call(application, body: bytes, path="/api/v1/charges"):
+    import io
+
+    answer = {}
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)),
+               "wsgi.input": io.BytesIO(body)}
+    chunks = application(environ, lambda status, headers: answer.update(status=status))
+    return answer["status"], json.loads(b"".join(chunks))
+
+
+def test_baseline_stores_the_row_the_service_would(migrated_database, monkeypatch):
+    monkeypatch.setenv("DATABASE_PATH", str(migrated_database))
+    sys.modules.pop("benchmarks.baseline", None)
+    from benchmarks import baseline
+
+    status, body = _call(baseline.application, ANTAEUS_BODY)
+    assert status.startswith("201") and isinstance(body["result"], bool)
+    with sqlite3.connect(migrated_database) as db:
+        row = db.execute("SELECT customer_id, amount, currency, succeeded, length(request_fingerprint)"
+                         " FROM payment_app_chargeattempt WHERE id = ?", (body["id"],)).fetchone()
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert row == (1, 301.99, "", int(body["result"]), 64)
+    assert mode == "wal"
+    status, body = _call(baseline.application, b'{"customer_id":1,"value":"1"}')
+    assert status.startswith("400") and body["result"] is False
+
+
+@pytest.mark.server
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench installs it)")
+def test_a_short_wrk_run_against_the_baseline_stores_a_row_per_answer(tmp_path):
+    from benchmarks.run import measure
+
+    config = measure("baseline", 1, Plan(workers=(1,), connections=(2,), duration_s=1, sequential=20),
+                     log=lambda line: None)
+    assert config.ready_fresh_s > 0 and config.ready_restart_s > 0
+    assert config.sequential.errors == 0 and config.sequential.rows == 20
+    (load,) = config.loads
+    assert load.result.ok > 0 and load.result.errors == 0
+    assert load.rows_ok
+    assert config.memory and all(m.rss_mib > 0 for m in config.memory)
+    assert BASELINE_COMMAND[-1] == "benchmarks.baseline:application"
