@@ -6,10 +6,13 @@ CHECKOV_VENV := .venv-checkov
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-# Local runs keep their state in the git-ignored var/ folder.
-export DATABASE_PATH ?= $(CURDIR)/var/payment.sqlite3
-export DJANGO_SECRET_KEY_FILE ?= $(CURDIR)/var/secret_key
-export STATIC_ROOT ?= $(CURDIR)/var/static
+# make run keeps its state in the git-ignored var/ folder (unless the environment says
+# otherwise) and binds loopback; the tests set up their own.
+RUN_ENV = DATABASE_PATH="$${DATABASE_PATH:-$(CURDIR)/var/payment.sqlite3}" \
+	DJANGO_SECRET_KEY_FILE="$${DJANGO_SECRET_KEY_FILE:-$(CURDIR)/var/secret_key}" \
+	STATIC_ROOT="$${STATIC_ROOT:-$(CURDIR)/var/static}" \
+	HOST="$${HOST:-127.0.0.1}" \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
 .PHONY: run test stress bench check-kubectl clean
 
@@ -26,8 +29,8 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 
 ## run: serve the payment service on http://127.0.0.1:8000 (SQLite in var/)
 run: $(VENV)/.installed
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ./scripts/entrypoint python manage.py collectstatic --noinput --verbosity 0
-	HOST="$${HOST:-127.0.0.1}" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ./scripts/entrypoint
+	$(RUN_ENV) ./scripts/entrypoint python manage.py collectstatic --noinput --verbosity 0
+	$(RUN_ENV) ./scripts/entrypoint
 
 check-kubectl:
 	@command -v kubectl >/dev/null 2>&1 || { \
