@@ -2,10 +2,11 @@
 # The payment service image: gunicorn serving Django, SQLite on the /data volume.
 # Runs as UID 10001 with a read-only root filesystem; writes only to /data and /tmp.
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# Base image pinned by version tag in both stages (written out, not through an ARG, so
+# scanners such as checkov can see the pin); bump both together.
 
 # --- build: install the pinned dependencies into a virtualenv -----------------------------
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11.14-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml ./
@@ -20,7 +21,7 @@ COPY payment_app/ payment_app/
 RUN DJANGO_SECRET_KEY=collectstatic-only /opt/venv/bin/python manage.py collectstatic --noinput --verbosity 0
 
 # --- runtime: no compilers, no pip cache, non-root ---------------------------------------
-FROM ${PYTHON_IMAGE}
+FROM python:3.11.14-slim-bookworm
 RUN groupadd --system --gid 10001 payment \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin payment \
  && mkdir -p /data && chown 10001:10001 /data
@@ -42,4 +43,7 @@ RUN python -m compileall -q /app/payment_project /app/payment_app
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8000
+# For `docker run`; Kubernetes ignores it and uses the Deployment's probes instead.
+HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen(u.Request(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz\", headers={'Host': 'localhost', 'Accept': 'application/json'}), timeout=2)"]
 ENTRYPOINT ["/app/scripts/entrypoint"]
