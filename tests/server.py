@@ -24,7 +24,7 @@ ENTRYPOINT = REPO / "scripts" / "entrypoint"
 ANTAEUS_BODY = b'{"currency":{},"customer_id":1,"value":301.99}'
 ANTAEUS_HOST = "payment.payment.svc.cluster.local:8000"
 # The same names the Kubernetes config allows (base/payment): every in-cluster name of the Service.
-CLUSTER_ALLOWED_HOSTS = "localhost,payment,payment.payment,payment.payment.svc,.payment.svc.cluster.local"
+CLUSTER_ALLOWED_HOSTS = "payment.payment.svc.cluster.local,payment.payment.svc,payment.payment,payment,localhost"
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ from django.urls import Resolver404, resolve
 
 from tests.kube import REPO, find, render
 from tests.manifests.conftest import SERVICES, containers
+from tests.server import CLUSTER_ALLOWED_HOSTS
 
 pytestmark = pytest.mark.manifests
 
@@ -91,6 +92,11 @@ def test_antaeus_endpoint_reaches_the_charge_route(objects):
 def test_resolve_really_rejects_a_wrong_path():
     with pytest.raises(Resolver404):
         resolve("/api/v1/charge")
+
+
+def test_the_service_tests_run_with_the_deployed_allowed_hosts(objects):
+    # tests/server.py starts the real server with these; they must be what the pod gets.
+    assert allowed_hosts(objects) == CLUSTER_ALLOWED_HOSTS.split(",")
 
 
 def test_allowed_hosts_cover_every_in_cluster_name_of_the_payment_service(objects):

@@ -3,22 +3,14 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
+from tests.server import ANTAEUS_BODY, ANTAEUS_HOST, CLUSTER_ALLOWED_HOSTS  # noqa: F401 (re-exported to the tests)
+
 CHARGE_URL = "/api/v1/charges"
-# What stock Antaeus sends, byte for byte (../shared/antaeus-contract.md).
-ANTAEUS_BODY = b'{"currency":{},"customer_id":1,"value":301.99}'
-ANTAEUS_HOST = "payment.payment.svc.cluster.local:8000"
-CLUSTER_ALLOWED_HOSTS = [
-    "localhost",
-    "payment",
-    "payment.payment",
-    "payment.payment.svc",
-    ".payment.svc.cluster.local",
-]
 
 
 @pytest.fixture
 def api_client(settings):
-    settings.ALLOWED_HOSTS = CLUSTER_ALLOWED_HOSTS
+    settings.ALLOWED_HOSTS = CLUSTER_ALLOWED_HOSTS.split(",")
     return APIClient(enforce_csrf_checks=True, HTTP_HOST=ANTAEUS_HOST)
 
 
