@@ -21,16 +21,13 @@ from payment_app.errors import PayloadTooLarge, RequestTimeout
 logger = logging.getLogger(__name__)
 
 
-class PlainDecimal(Decimal):
-    """A JSON number written with a fraction and no exponent, parsed without float rounding."""
-
-
 class ExponentDecimal(Decimal):
     """A JSON number written in exponent notation (1e2): exact, but refused as an amount."""
 
 
 def _parse_float(token: str) -> Decimal:
-    return ExponentDecimal(token) if token.lower().count("e") else PlainDecimal(token)
+    """JSON numbers with a fraction or exponent become exact Decimals, never floats."""
+    return ExponentDecimal(token) if "e" in token.lower() else Decimal(token)
 
 
 def _refuse_constant(token: str):
