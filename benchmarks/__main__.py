@@ -1,4 +1,4 @@
-"""python -m benchmarks [--quick] [--workers 1,2,4] [--connections 1,8,32] [--duration 8] [--json PATH]"""
+"""python -m benchmarks [--quick] [--workers 1,2,4] [--threads 1,4] [--connections 1,8,32] [--duration 8] [--json PATH]"""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 workers, 1 and 8 connections, 2 s each")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 workers x 1 thread, 1 and 8 connections, 2 s each")
     parser.add_argument("--workers", type=_ints, help="gunicorn worker counts (default 1,2,4)")
-    parser.add_argument("--threads", type=int, help="gthread threads per worker (default 4, as deployed)")
+    parser.add_argument("--threads", type=_ints, help="gthread threads per worker (default 1,4; 1 is deployed)")
     parser.add_argument("--connections", type=_ints, help="wrk connection counts (default 1,8,32)")
     parser.add_argument("--duration", type=int, help="seconds per wrk run (default 8)")
     parser.add_argument("--sequential", type=int, help="charges in the sequential run (default 1000; 0: skip)")

@@ -21,9 +21,9 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-def _baseline_rate(configs: list[Config], workers: int, connections: int) -> float | None:
+def _baseline_rate(configs: list[Config], workers: int, threads: int, connections: int) -> float | None:
     for c in configs:
-        if c.app == "baseline" and c.workers == workers:
+        if c.app == "baseline" and (c.workers, c.threads) == (workers, threads):
             for load in c.loads:
                 if load.result.connections == connections:
                     return load.result.rate
@@ -33,7 +33,7 @@ def _baseline_rate(configs: list[Config], workers: int, connections: int) -> flo
 def ratio(configs: list[Config], config: Config, connections: int) -> float | None:
     if config.app != "service":
         return None
-    base = _baseline_rate(configs, config.workers, connections)
+    base = _baseline_rate(configs, config.workers, config.threads, connections)
     for load in config.loads:
         if load.result.connections == connections and base:
             return load.result.rate / base
@@ -124,5 +124,5 @@ def render(plan: Plan, configs: list[Config], machine: str) -> str:
         *verdicts(configs),
     ]
     if mismatches:
-        out += ["", "STORED ROWS DO NOT MATCH THE ANSWERS in: " + ", ".join(f"{c.app} {c.workers}" for c in mismatches)]
+        out += ["", "STORED ROWS DO NOT MATCH THE ANSWERS in: " + ", ".join(f"{c.app} {c.workers}x{c.threads}" for c in mismatches)]
     return "\n".join(out)

@@ -19,7 +19,8 @@ APPS = {"service": SERVICE_COMMAND, "baseline": BASELINE_COMMAND}
 @dataclass(frozen=True)
 class Plan:
     workers: tuple[int, ...] = (1, 2, 4)
-    threads: int = 4
+    # gthread threads per worker: 1 as deployed, and 4 to show what threads cost.
+    threads: tuple[int, ...] = (1, 4)
     connections: tuple[int, ...] = (1, 8, 32)
     duration_s: int = 8
     warmup_s: int = 1
@@ -29,7 +30,7 @@ class Plan:
     normal_sync: bool = False
 
 
-QUICK = Plan(workers=(2,), connections=(1, 8), duration_s=2, sequential=100)
+QUICK = Plan(workers=(2,), threads=(1,), connections=(1, 8), duration_s=2, sequential=100)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Load:
 
 @dataclass
 class Config:
-    """One app at one worker count: its start-up, sequential run, loads and memory."""
+    """One app at one worker and thread count: its start-up, sequential run, loads and memory."""
 
     app: str
     workers: int
@@ -108,22 +109,22 @@ def sequential_run(server: BenchServer, charges: int) -> Sequential:
     )
 
 
-def measure(app: str, workers: int, plan: Plan, log=print) -> Config:
+def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Config:
     command = APPS["baseline" if app == "baseline-normal" else app]
     extra = {"BENCH_SQLITE_SYNCHRONOUS": "NORMAL"} if app == "baseline-normal" else None
-    config = Config(app=app, workers=workers, threads=plan.threads)
+    config = Config(app=app, workers=workers, threads=threads)
     data_dir = tempfile.mkdtemp(prefix=f"bench-{app}-")
     from pathlib import Path
 
     server = BenchServer(
         Path(data_dir),
-        env=server_environment(workers=workers, threads=plan.threads, extra=extra),
+        env=server_environment(workers=workers, threads=threads, extra=extra),
         command=command,
     )
     try:
         server.start(wait=False)
         config.ready_fresh_s = server.wait_ready(60)
-        log(f"  {app}, {workers} worker(s) x {plan.threads} threads: ready in {config.ready_fresh_s:.2f} s")
+        log(f"  {app}, {workers} worker(s) x {threads} thread(s): ready in {config.ready_fresh_s:.2f} s")
         # Warm-up: every worker thread opens its database connection and imports lazily.
         wrk.run(server.port, connections=max(plan.connections), duration_s=plan.warmup_s)
         server.settled_rows()
@@ -158,8 +159,9 @@ def run(plan: Plan, log=print) -> list[Config]:
     configs = []
     apps = list(plan.apps) + (["baseline-normal"] if plan.normal_sync else [])
     for workers in plan.workers:
-        for app in apps:
-            configs.append(measure(app, workers, plan, log))
+        for threads in plan.threads:
+            for app in apps:
+                configs.append(measure(app, workers, threads, plan, log))
     return configs
 
 

@@ -3,6 +3,7 @@
 No timing assertions: the targets live in the printed figures (make bench), not in tests.
 """
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -13,8 +14,8 @@ import sys
 import pytest
 
 from benchmarks import wrk
-from benchmarks.report import render
-from benchmarks.run import Plan
+from benchmarks.report import ratio, render
+from benchmarks.run import Config, Load, Plan
 from benchmarks.servers import BASELINE_COMMAND, children, memory
 from tests.server import ANTAEUS_BODY, REPO
 
@@ -57,6 +58,25 @@ def test_wrk_command_sends_the_antaeus_body_and_host(monkeypatch):
 
 def test_report_renders_with_no_configurations():
     assert "Charge path benchmark" in render(Plan(), [], "test machine")
+
+
+def _config(app: str, workers: int, threads: int, rate: float) -> Config:
+    result = dataclasses.replace(wrk.parse(SAMPLE, connections=32), duration_s=1.0, ok=int(rate))
+    return Config(app=app, workers=workers, threads=threads, loads=[Load(result, rows=int(rate))])
+
+
+def test_the_ratio_divides_by_the_baseline_with_the_same_workers_and_threads():
+    configs = [
+        _config("baseline", 2, 1, 2000), _config("baseline", 2, 4, 1000), _config("baseline", 1, 1, 4000),
+        _config("service", 2, 1, 1000), _config("service", 2, 4, 800),
+    ]
+    assert ratio(configs, configs[3], 32) == 0.5
+    assert ratio(configs, configs[4], 32) == 0.8
+    assert ratio(configs, configs[0], 32) is None  # the baseline has no ratio
+    assert ratio(configs, configs[3], 8) is None  # no run at 8 connections
+    report = render(Plan(), configs, "test machine")
+    assert "- 2x1: ratio at 32 connections 0.50 (target >= 0.6) MISSED" in report
+    assert "- 2x4: ratio at 32 connections 0.80 (target >= 0.6) met" in report
 
 
 def test_children_and_memory_of_a_real_process():
@@ -115,8 +135,8 @@ def test_baseline_stores_the_row_the_service_would(migrated_database, monkeypatc
 def test_a_short_wrk_run_against_the_baseline_stores_a_row_per_answer(tmp_path):
     from benchmarks.run import measure
 
-    config = measure("baseline", 1, Plan(workers=(1,), connections=(2,), duration_s=1, sequential=20),
-                     log=lambda line: None)
+    config = measure("baseline", 1, 1, Plan(workers=(1,), threads=(1,), connections=(2,), duration_s=1,
+                                            sequential=20), log=lambda line: None)
     assert config.ready_fresh_s > 0 and config.ready_restart_s > 0
     assert config.sequential.errors == 0 and config.sequential.rows == 20
     (load,) = config.loads
