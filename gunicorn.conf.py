@@ -11,15 +11,20 @@ from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER
 
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Threads overlap a request's network I/O with another's work and keep connections
-# alive between Antaeus's sequential charges; SQLite serialises the writes themselves.
+# gthread keeps connections alive between Antaeus's sequential charges (the sync worker
+# closes each one) and parks idle ones without holding a thread.
 worker_class = "gthread"
 # Import Django and the application once, in the master, before forking: the workers
 # share those pages copy-on-write (lower PSS per worker) and start without importing.
 # Nothing is opened in the master by the import: database connections, the outcome RNG
 # and the body-read watchdog thread are all created lazily in the worker that uses them.
 preload_app = True
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# One thread per worker: a charge is CPU-bound Python, so more threads in a worker only
+# take turns on its GIL, and SQLite serialises the writes anyway. Against 4 threads, the
+# same 2 workers answer about a quarter more charges per second at 32 connections, with
+# less CPU per charge (docs/performance.md). The cost: a client that stalls its body holds
+# the whole worker until PAYMENT_BODY_READ_TIMEOUT_SECONDS (docs/reliability.md).
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 keepalive = 5
 
 # SIGTERM: stop accepting, finish the requests in flight, exit within graceful_timeout.

@@ -194,6 +194,42 @@ def test_stalled_bodies_get_408_within_the_timeout_while_others_are_served(serve
     assert_alive(server)
 
 
+def test_with_one_thread_per_worker_as_deployed_a_stalled_body_delays_others_at_most_the_timeout(servers):
+    # The deployed default (2 workers x 1 thread): the stalled request holds its whole
+    # worker, and connections that worker accepts meanwhile wait for the deadline.
+    srv = servers("one-thread", env={"PAYMENT_BODY_READ_TIMEOUT_SECONDS": str(BODY_TIMEOUT)})
+    first_workers = srv.workers()
+    assert len(first_workers) == 2
+    before = srv.count()
+    stalled: list = []
+    holder = threading.Thread(
+        target=lambda: stalled.append(stalled_client(srv.port, charge_body(1)[:10], len(charge_body(1))))
+    )
+    holder.start()
+    time.sleep(0.2)  # the stalled request is in its worker
+    started = time.monotonic()
+
+    def charge(i):
+        reply = srv.charge(charge_body(unique_customer()))
+        return reply.status, time.monotonic() - started
+
+    results = concurrently(8, charge)
+    holder.join(10)
+    (reply, seconds), = stalled
+    assert_json_refusal(reply, 408, "request_timeout")
+    assert BODY_TIMEOUT - 0.05 <= seconds < BODY_TIMEOUT + 1.0
+    for result in results:
+        assert not isinstance(result, Exception), result
+    assert [status for status, _ in results] == [201] * 8
+    waits = sorted(wait for _, wait in results)
+    assert waits[0] < BODY_TIMEOUT / 2, waits  # the other worker serves meanwhile
+    assert waits[-1] < BODY_TIMEOUT + 1.0, waits  # and no one waits much past the deadline
+    assert srv.count() == before + 8
+    assert srv.workers() == first_workers
+    figures("slow-body-one-thread", stalled=1, answered_408=1, others=8,
+            fastest_other_s=waits[0], slowest_other_s=waits[-1], timeout=BODY_TIMEOUT)
+
+
 def test_trickled_body_is_cut_at_the_deadline_not_per_read(server):
     before = server.count()
     # A byte every 0.3 s: each read waits well under the timeout, the whole body never comes.
