@@ -11,7 +11,8 @@ import time
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.sql import InsertQuery
 
 from payment_app.errors import IdempotencyKeyReused
@@ -46,7 +47,7 @@ def _charge_outcome() -> bool:
 _writer = threading.local()
 
 
-def _queue_fd() -> int | None:
+def _queue_fd(connection: BaseDatabaseWrapper) -> int | None:
     """This thread's descriptor on the database's lock file (None: in-memory database).
 
     One open file description per thread, so flock() queues threads of one worker
@@ -66,7 +67,7 @@ def _queue_fd() -> int | None:
 
 
 @contextlib.contextmanager
-def _write_turn():
+def _write_turn(connection: BaseDatabaseWrapper):
     """Wait for the other writers in a kernel queue, then write.
 
     SQLite's own wait for its write lock (the busy timeout) polls with sleeps that grow
@@ -78,7 +79,7 @@ def _write_turn():
     SQLite's lock, so when something else holds the database a queue of charges still
     fails within about SQLITE_BUSY_TIMEOUT_SECONDS each, not one after another.
     """
-    fd = _queue_fd()
+    fd = _queue_fd(connection)
     if fd is None:
         yield
         return
@@ -111,7 +112,13 @@ def _fingerprint(*, customer_id: int, amount: Decimal, currency: str) -> str:
 
 
 def _new_attempt(
-    *, customer_id: int, amount: Decimal, currency: str, fingerprint: str, idempotency_key: str | None
+    connection: BaseDatabaseWrapper,
+    *,
+    customer_id: int,
+    amount: Decimal,
+    currency: str,
+    fingerprint: str,
+    idempotency_key: str | None,
 ) -> tuple[ChargeAttempt, tuple[str, tuple]]:
     """An unsaved attempt with its outcome drawn, and the INSERT that stores it.
 
@@ -136,7 +143,7 @@ def _new_attempt(
     return attempt, (sql, tuple(params))
 
 
-def _store(cursor, attempt: ChargeAttempt, statement: tuple[str, tuple]) -> None:
+def _store(connection: BaseDatabaseWrapper, cursor, attempt: ChargeAttempt, statement: tuple[str, tuple]) -> None:
     cursor.execute(*statement)
     attempt.pk = cursor.lastrowid
     attempt._state.adding = False  # as Model.save() leaves it: a stored row
@@ -165,21 +172,24 @@ def charge_attempt_create(
     """
     started = time.perf_counter()
     fingerprint = _fingerprint(customer_id=customer_id, amount=amount, currency=currency)
+    # This thread's connection itself: each attribute read through the django.db.connection
+    # proxy is a thread-local lookup, and the INSERT compiler makes dozens.
+    db = connections[DEFAULT_DB_ALIAS]
     fields = dict(customer_id=customer_id, amount=amount, currency=currency, fingerprint=fingerprint)
     if idempotency_key is None:
-        attempt, statement = _new_attempt(**fields, idempotency_key=None)
-        with connection.cursor() as cursor, _write_turn():
-            _store(cursor, attempt, statement)
+        attempt, statement = _new_attempt(db, **fields, idempotency_key=None)
+        with db.cursor() as cursor, _write_turn(db):
+            _store(db, cursor, attempt, statement)
     else:
-        with _write_turn(), transaction.atomic():
+        with _write_turn(db), transaction.atomic(using=db.alias):
             earlier = ChargeAttempt.objects.filter(idempotency_key=idempotency_key).first()
             if earlier is not None:
                 if earlier.request_fingerprint != fingerprint:
                     raise IdempotencyKeyReused()
                 return earlier, False
-            attempt, statement = _new_attempt(**fields, idempotency_key=idempotency_key)
-            with connection.cursor() as cursor:
-                _store(cursor, attempt, statement)
+            attempt, statement = _new_attempt(db, **fields, idempotency_key=idempotency_key)
+            with db.cursor() as cursor:
+                _store(db, cursor, attempt, statement)
     logger.info(
         "charge attempt",
         extra={
