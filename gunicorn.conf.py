@@ -26,6 +26,12 @@ preload_app = True
 # the whole worker until PAYMENT_BODY_READ_TIMEOUT_SECONDS (docs/reliability.md).
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 keepalive = 5
+# Each worker listens on its own SO_REUSEPORT socket and the kernel spreads new
+# connections across them. On one shared socket the worker that wakes first accepts, and
+# kept-alive connections stay where they landed: in make bench all 32 of wrk's
+# connections sometimes sat on one of two workers, halving throughput
+# (docs/performance.md).
+reuse_port = True
 
 # SIGTERM: stop accepting, finish the requests in flight, exit within graceful_timeout.
 # Kubernetes' terminationGracePeriodSeconds must be longer (the manifests use 30 s).
@@ -72,3 +78,9 @@ def pre_fork(server, worker):
     """Freeze the master's objects before each fork: the workers' garbage collector then
     leaves them alone, so it does not write to (and un-share) the preloaded pages."""
     gc.freeze()
+
+
+def post_worker_init(worker):
+    """With reuse_port the master holds no socket and logs "Listening at:" with no
+    address; each worker says what it bound."""
+    worker.log.info("Worker listening at: %s", ", ".join(str(sock) for sock in worker.sockets))

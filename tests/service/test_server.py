@@ -1,6 +1,9 @@
 """The real server: scripts/entrypoint starting gunicorn, spoken to over raw HTTP as Antaeus does."""
 
+import os
+import pathlib
 import signal
+import socket
 import stat
 
 import pytest
@@ -129,3 +132,48 @@ def test_sigterm_stops_the_server_gracefully(tmp_path):
     assert srv.process.wait(30) == 0
     log = srv.log()
     assert "Handling signal: term" in log and "Shutting down: Master" in log
+
+
+def _tcp_sockets(port: int) -> dict[int, str]:
+    """Socket inode -> TCP state ("0A" listening, "01" established) of IPv4 sockets on `port`."""
+    sockets = {}
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port:
+            sockets[int(fields[9])] = fields[3]
+    return sockets
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def test_each_worker_listens_on_its_own_socket_and_connections_spread(server):
+    """reuse_port: the kernel spreads new connections over the workers' sockets. On one
+    shared socket, kept-alive connections can all land on one worker (docs/performance.md)."""
+    workers = [int(pid) for pid in pathlib.Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+               .read_text().split()]
+    assert len(workers) == 2
+    connections = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(32)]
+    try:
+        for sock in connections:
+            sock.sendall(antaeus_request())
+        for sock in connections:
+            assert read_reply(sock).status == 201
+        states = _tcp_sockets(server.port)
+        listening = {pid: [i for i in _socket_inodes(pid) if states.get(i) == "0A"] for pid in workers}
+        established = {pid: [i for i in _socket_inodes(pid) if states.get(i) == "01"] for pid in workers}
+    finally:
+        for sock in connections:
+            sock.close()
+    assert all(len(own) == 1 for own in listening.values()), listening
+    assert len({own[0] for own in listening.values()}) == 2  # two sockets, not one inherited
+    assert sorted(len(own) for own in established.values())[0] >= 4, established  # 32 split by hash
