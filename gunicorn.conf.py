@@ -21,8 +21,8 @@ worker_class = "gthread"
 preload_app = True
 # One thread per worker: a charge is CPU-bound Python, so more threads in a worker only
 # take turns on its GIL, and SQLite serialises the writes anyway. Against 4 threads, the
-# same 2 workers answer about a quarter more charges per second at 32 connections, with
-# less CPU per charge (docs/performance.md). The cost: a client that stalls its body holds
+# same 2 workers answered 14-27% more charges per second at 32 connections, with less
+# CPU per charge (docs/performance.md). The cost: a client that stalls its body holds
 # the whole worker until PAYMENT_BODY_READ_TIMEOUT_SECONDS (docs/reliability.md).
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 keepalive = 5

@@ -126,8 +126,8 @@ def _new_attempt(
     uses it, minus RETURNING), so the SQL and the adapted values are the ORM's. It is
     compiled here, before the write turn: under concurrent charges the time spent
     between taking the write lock and releasing it bounds the throughput of every
-    worker together, and model and SQL construction were a third of it
-    (docs/performance.md). No pre_save/post_save signals are sent; nothing listens.
+    worker together, and the transaction's BEGIN and COMMIT statements with the ORM's
+    model and SQL construction were two fifths of it (docs/performance.md). No pre_save/post_save signals are sent; nothing listens.
     """
     attempt = ChargeAttempt(
         customer_id=customer_id,
