@@ -7,7 +7,7 @@ import os
 import pathlib
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tests.server import ENTRYPOINT, REPO, Server
 

@@ -186,5 +186,11 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def workers(self) -> set[int]:
+        """PIDs of the gunicorn workers (children of the master, which the entrypoint exec'd)."""
+        assert self.process is not None
+        path = pathlib.Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return {int(pid) for pid in path.read_text().split()}
+
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.database, timeout=30)

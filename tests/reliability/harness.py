@@ -43,12 +43,6 @@ class FaultServer(Server):
         with contextlib.closing(self.db()) as db:
             return "; ".join(row[0] for row in db.execute("PRAGMA integrity_check"))
 
-    def workers(self) -> set[int]:
-        """PIDs of the gunicorn workers (children of the master, which the entrypoint exec'd)."""
-        assert self.process is not None
-        path = pathlib.Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return {int(pid) for pid in path.read_text().split()}
-
     def log_count(self, text: str) -> int:
         return self.log().count(text)
 

@@ -159,8 +159,7 @@ def _socket_inodes(pid: int) -> set[int]:
 def test_each_worker_listens_on_its_own_socket_and_connections_spread(server):
     """reuse_port: the kernel spreads new connections over the workers' sockets. On one
     shared socket, kept-alive connections can all land on one worker (docs/performance.md)."""
-    workers = [int(pid) for pid in pathlib.Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-               .read_text().split()]
+    workers = server.workers()
     assert len(workers) == 2
     connections = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(32)]
     try:
