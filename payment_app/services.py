@@ -111,6 +111,10 @@ def _fingerprint(*, customer_id: int, amount: Decimal, currency: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# The columns a new attempt's INSERT writes: every one but the auto-increment id.
+_INSERT_FIELDS = [field for field in ChargeAttempt._meta.local_concrete_fields if not field.primary_key]
+
+
 def _new_attempt(
     connection: BaseDatabaseWrapper,
     *,
@@ -127,7 +131,8 @@ def _new_attempt(
     compiled here, before the write turn: under concurrent charges the time spent
     between taking the write lock and releasing it bounds the throughput of every
     worker together, and the transaction's BEGIN and COMMIT statements with the ORM's
-    model and SQL construction were two fifths of it (docs/performance.md). No pre_save/post_save signals are sent; nothing listens.
+    model and SQL construction were two fifths of it (docs/performance.md). No
+    pre_save/post_save signals are sent; nothing listens.
     """
     attempt = ChargeAttempt(
         customer_id=customer_id,
@@ -138,7 +143,7 @@ def _new_attempt(
         request_fingerprint=fingerprint,
     )
     query = InsertQuery(ChargeAttempt)
-    query.insert_values([f for f in ChargeAttempt._meta.local_concrete_fields if not f.primary_key], [attempt])
+    query.insert_values(_INSERT_FIELDS, [attempt])
     ((sql, params),) = query.get_compiler(connection=connection).as_sql()
     return attempt, (sql, tuple(params))
 

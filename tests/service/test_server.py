@@ -137,7 +137,7 @@ def test_sigterm_stops_the_server_gracefully(tmp_path):
 def _tcp_sockets(port: int) -> dict[int, str]:
     """Socket inode -> TCP state ("0A" listening, "01" established) of IPv4 sockets on `port`."""
     sockets = {}
-    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+    for line in pathlib.Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         if int(fields[1].rsplit(":", 1)[1], 16) == port:
             sockets[int(fields[9])] = fields[3]
