@@ -123,6 +123,7 @@ class Server:
         log.close()
         if wait:
             self.wait_ready(timeout)
+            self.wait_workers(timeout)
         return self
 
     def run(self, *command: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -154,6 +155,26 @@ class Server:
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def wait_workers(self, timeout: float = 60.0) -> set[int]:
+        """Wait until every worker (WEB_CONCURRENCY) listens on its own socket.
+
+        /readyz answers as soon as one worker is up; with reuse_port each worker binds its
+        socket after the fork, so the others may still be starting. Tests that compare
+        worker PIDs or count sockets wait for all of them.
+        """
+        expected = int(self.environment()["WEB_CONCURRENCY"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(listening := self.listening_workers()) == expected:
+                return listening
+            time.sleep(0.05)
+        raise TimeoutError(f"{expected} workers not listening after {timeout}s:\n{self.log()}")
+
+    def listening_workers(self) -> set[int]:
+        """Workers that hold a socket listening on the port."""
+        listening = {inode for inode, state in tcp_sockets(self.port).items() if state == TCP_LISTEN}
+        return {pid for pid in self.workers() if socket_inodes(pid) & listening}
 
     def charge(self, body: bytes = ANTAEUS_BODY, **kwargs) -> Reply:
         return send_raw(self.port, antaeus_request(body, **kwargs))
@@ -194,3 +215,33 @@ class Server:
 
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.database, timeout=30)
+
+
+TCP_LISTEN, TCP_ESTABLISHED = "0A", "01"  # states as /proc/net/tcp writes them
+
+
+def tcp_sockets(port: int) -> dict[int, str]:
+    """Socket inode -> TCP state of the IPv4 sockets whose local port is `port`."""
+    sockets = {}
+    for line in pathlib.Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port:
+            sockets[int(fields[9])] = fields[3]
+    return sockets
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets a process holds open (empty once it is gone)."""
+    inodes = set()
+    try:
+        descriptors = list(pathlib.Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return inodes
+    for fd in descriptors:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes

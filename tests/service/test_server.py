@@ -1,14 +1,22 @@
 """The real server: scripts/entrypoint starting gunicorn, spoken to over raw HTTP as Antaeus does."""
 
-import os
-import pathlib
 import signal
 import socket
 import stat
 
 import pytest
 
-from tests.server import ANTAEUS_BODY, Server, antaeus_request, read_reply, send_raw
+from tests.server import (
+    ANTAEUS_BODY,
+    TCP_ESTABLISHED,
+    TCP_LISTEN,
+    Server,
+    antaeus_request,
+    read_reply,
+    send_raw,
+    socket_inodes,
+    tcp_sockets,
+)
 
 pytestmark = pytest.mark.server
 
@@ -134,28 +142,6 @@ def test_sigterm_stops_the_server_gracefully(tmp_path):
     assert "Handling signal: term" in log and "Shutting down: Master" in log
 
 
-def _tcp_sockets(port: int) -> dict[int, str]:
-    """Socket inode -> TCP state ("0A" listening, "01" established) of IPv4 sockets on `port`."""
-    sockets = {}
-    for line in pathlib.Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].rsplit(":", 1)[1], 16) == port:
-            sockets[int(fields[9])] = fields[3]
-    return sockets
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
-
-
 def test_each_worker_listens_on_its_own_socket_and_connections_spread(server):
     """reuse_port: the kernel spreads new connections over the workers' sockets. On one
     shared socket, kept-alive connections can all land on one worker (docs/performance.md)."""
@@ -167,9 +153,9 @@ def test_each_worker_listens_on_its_own_socket_and_connections_spread(server):
             sock.sendall(antaeus_request())
         for sock in connections:
             assert read_reply(sock).status == 201
-        states = _tcp_sockets(server.port)
-        listening = {pid: [i for i in _socket_inodes(pid) if states.get(i) == "0A"] for pid in workers}
-        established = {pid: [i for i in _socket_inodes(pid) if states.get(i) == "01"] for pid in workers}
+        states = tcp_sockets(server.port)
+        listening = {pid: [i for i in socket_inodes(pid) if states.get(i) == TCP_LISTEN] for pid in workers}
+        established = {pid: [i for i in socket_inodes(pid) if states.get(i) == TCP_ESTABLISHED] for pid in workers}
     finally:
         for sock in connections:
             sock.close()
