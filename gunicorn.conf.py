@@ -55,8 +55,6 @@ limit_request_field_size = 8190
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "").lower() in ("1", "true", "yes") else None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-# gunicorn's logger, minus building the access-log line for every request when it is off.
-logger_class = "payment_project.gunicorn_logging.Logger"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

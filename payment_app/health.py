@@ -4,7 +4,7 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
@@ -12,8 +12,9 @@ from health_check.exceptions import ServiceUnavailable
 
 @dataclasses.dataclass
 class DatabaseWritable(HealthCheck):
-    """The SQLite file takes the write lock within `lock_timeout` seconds and a commit.
+    """The database would take a charge now.
 
+    SQLite: the file takes the write lock within `lock_timeout` seconds and a commit.
     Fails when the file or its directory is missing, read-only, or held locked by
     another process: every case in which a charge could not be recorded. Taking the
     lock alone is not enough: in WAL mode it lives in the -shm index, and SQLite hands
@@ -26,7 +27,26 @@ class DatabaseWritable(HealthCheck):
     lock_timeout: float = 1.0
 
     def run(self):
-        name = str(connections[self.alias].settings_dict["NAME"])
+        connection = connections[self.alias]
+        if connection.vendor == "postgresql":
+            self._run_postgresql(connection)
+        else:
+            self._run_sqlite(connection)
+
+    def _run_postgresql(self, connection):
+        """Connected to a primary that accepts writes: after a failover an old connection
+        may reach a demoted instance, which answers SELECT 1 but refuses every INSERT."""
+        try:
+            with connection.temporary_connection() as cursor:
+                cursor.execute("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+                in_recovery, read_only = cursor.fetchone()
+        except DatabaseError as exc:
+            raise ServiceUnavailable(f"cannot query the database ({type(exc).__name__})") from exc
+        if in_recovery or read_only == "on":
+            raise ServiceUnavailable("the database is read-only (a standby, or read-only mode)")
+
+    def _run_sqlite(self, connection):
+        name = str(connection.settings_dict["NAME"])
         # mode=rw: a missing file is an error here, not a new empty database.
         uri = name if name.startswith("file:") else f"{Path(name).resolve().as_uri()}?mode=rw"
         try:

@@ -102,18 +102,53 @@ TEMPLATES = [
     },
 ]
 
-# --- Database: SQLite tuned for several gunicorn workers writing at once -----------------
-# WAL lets readers run beside the single writer; IMMEDIATE takes the write lock when a
-# transaction starts, so two writers queue on the busy timeout instead of failing with
-# "database is locked" when one upgrades a read lock; synchronous=FULL fsyncs the WAL at
-# every commit, so an acknowledged charge survives a power loss, not only a process crash
-# (NORMAL would be enough for the latter, and is the usual WAL choice for data one can lose).
+# --- Database ----------------------------------------------------------------------------
+# DATABASE_URL (PostgreSQL) for deployments with several replicas; without it, SQLite at
+# DATABASE_PATH, the embedded default.
+#
+# SQLite is tuned for several gunicorn workers writing at once: WAL lets readers run
+# beside the single writer; IMMEDIATE takes the write lock when a transaction starts, so
+# two writers queue on the busy timeout instead of failing with "database is locked" when
+# one upgrades a read lock; synchronous=FULL fsyncs the WAL at every commit, so an
+# acknowledged charge survives a power loss, not only a process crash.
 
 DATABASE_PATH = Path(env.str("DATABASE_PATH", default=str(BASE_DIR / "var" / "payment.sqlite3")))
 SQLITE_BUSY_TIMEOUT_SECONDS = _env_float("SQLITE_BUSY_TIMEOUT_SECONDS", 10.0)
+DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+DATABASE_STATEMENT_TIMEOUT_MS = env.int("DATABASE_STATEMENT_TIMEOUT_MS", default=5000)
 
-DATABASES = {
-    "default": {
+
+def _postgresql(url: str) -> dict:
+    # The URL holds the password: no error below may quote it.
+    try:
+        config = environ.Env.db_url_config(url)
+    except Exception:
+        raise ImproperlyConfigured("DATABASE_URL cannot be parsed as a database URL") from None
+    if config.get("ENGINE") != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(
+            "DATABASE_URL must be a PostgreSQL URL (postgres:// or postgresql://); "
+            "unset it to use SQLite at DATABASE_PATH"
+        )
+    options = config.setdefault("OPTIONS", {})
+    # Options given in the URL (?sslmode=..., ?connect_timeout=...) win over these defaults.
+    # A dead server or a half-open connection must fail a charge in seconds (a JSON 503),
+    # not hold a worker: connect timeout, statement timeout, and TCP keepalives.
+    options.setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT)
+    options.setdefault("options", f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT_MS}")
+    options.setdefault("keepalives", 1)
+    options.setdefault("keepalives_idle", 10)
+    options.setdefault("keepalives_interval", 5)
+    options.setdefault("keepalives_count", 3)
+    options.setdefault("application_name", "payment")
+    # One connection per worker thread, kept between requests and checked before reuse,
+    # so a restarted server costs one failed check, not one failed charge.
+    config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=600)
+    config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+def _sqlite() -> dict:
+    return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": DATABASE_PATH,
         "OPTIONS": {
@@ -126,7 +161,11 @@ DATABASES = {
         "CONN_MAX_AGE": None,
         "CONN_HEALTH_CHECKS": True,
     }
-}
+
+
+DATABASE_URL = env.str("DATABASE_URL", default="")
+DATABASES = {"default": _postgresql(DATABASE_URL) if DATABASE_URL else _sqlite()}
+del DATABASE_URL  # keep the password out of the settings object (and so out of debug pages)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- The payment simulation -------------------------------------------------------------
