@@ -38,11 +38,15 @@ check-kubectl:
 	  echo "'kubectl kustomize'; install kubectl (any release from the last year) and retry." >&2; \
 	  exit 1; }
 
-## test: every test: the service (Django test client and real gunicorn) and the manifests
+## test: every test: the service on SQLite and on PostgreSQL (Django test client and real gunicorn) and the manifests
+# The second run repeats the service suite with PostgreSQL as the store
+# (PAYMENT_TEST_POSTGRES_URL, default the local server); it fails with a message when
+# PostgreSQL cannot be reached.
 test: $(VENV)/.installed $(CHECKOV_VENV)/.installed check-kubectl
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -m "not stress"
+	PAYMENT_TEST_BACKEND=postgresql $(PY) -m pytest -m "not stress" tests/service
 
-## stress: the slow reliability runs against the real server (concurrency, crash, shutdown)
+## stress: the slow reliability runs against the real server (concurrency, crash, shutdown), on SQLite and PostgreSQL
 stress: $(VENV)/.installed
 	$(PY) -m pytest -m stress -s
 

@@ -6,6 +6,7 @@ Shared by the server tests, the stress tests and the benchmark.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+
+from tests import postgres
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ENTRYPOINT = REPO / "scripts" / "entrypoint"
@@ -83,6 +86,9 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     started_at: float = 0.0
+    # PostgreSQL: the server's own database, created at the first start when the run's
+    # backend is PostgreSQL (or given); None: SQLite at `database`.
+    database_url: str | None = None
 
     @property
     def database(self) -> pathlib.Path:
@@ -100,6 +106,7 @@ class Server:
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "DATABASE_PATH": str(self.database),
+            **({"DATABASE_URL": self.database_url} if self.database_url else {}),
             "DJANGO_SECRET_KEY_FILE": str(self.data_dir / "secret_key"),
             "DJANGO_ALLOWED_HOSTS": CLUSTER_ALLOWED_HOSTS,
             "STATIC_ROOT": str(self.data_dir / "static"),
@@ -109,6 +116,7 @@ class Server:
         }
 
     def start(self, *, wait: bool = True, timeout: float = 60.0) -> "Server":
+        self._ensure_database()
         (self.data_dir / "static").mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.started_at = time.monotonic()
@@ -129,6 +137,7 @@ class Server:
     def run(self, *command: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run a command through the entrypoint (key file, migrations, admin user first)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_database()
         return subprocess.run(
             [str(ENTRYPOINT), *command],
             cwd=REPO,
@@ -213,8 +222,35 @@ class Server:
         path = pathlib.Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return {int(pid) for pid in path.read_text().split()}
 
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.database, timeout=30)
+    def _ensure_database(self) -> None:
+        if self.database_url is None and postgres.BACKEND == "postgresql":
+            self.database_url = postgres.create_database()
+
+    def db(self) -> "sqlite3.Connection | psycopg.Connection":
+        """A connection to the server's database; `with server.db() as db` closes it.
+
+        Both drivers take `db.execute(sql, params).fetchone()`; write placeholders as %s.
+        """
+        if self.database_url:
+            return postgres.connect(self.database_url)
+        return contextlib.closing(_SqliteQmark(sqlite3.connect(self.database, timeout=30)))
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self.db() as db:
+            return list(db.execute(sql, params).fetchall())
+
+
+class _SqliteQmark:
+    """sqlite3 with psycopg's %s placeholders, so one SQL text serves both backends."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    def execute(self, sql: str, params: tuple = ()):
+        return self._conn.execute(sql.replace("%s", "?"), params)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 TCP_LISTEN, TCP_ESTABLISHED = "0A", "01"  # states as /proc/net/tcp writes them

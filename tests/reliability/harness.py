@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from tests import postgres
 from tests.server import Server, antaeus_request, read_reply
 
 CHARGES = "payment_app_chargeattempt"
@@ -32,16 +33,19 @@ class FaultServer(Server):
 
     def rows(self) -> dict[int, tuple[int, bool]]:
         """{attempt id: (customer_id, succeeded)} as stored."""
-        with contextlib.closing(self.db()) as db:
+        with self.db() as db:
             return {i: (c, bool(s)) for i, c, s in db.execute(f"SELECT id, customer_id, succeeded FROM {CHARGES}")}
 
     def count(self) -> int:
-        with contextlib.closing(self.db()) as db:
+        with self.db() as db:
             return db.execute(f"SELECT COUNT(*) FROM {CHARGES}").fetchone()[0]
 
     def integrity(self) -> str:
-        with contextlib.closing(self.db()) as db:
-            return "; ".join(row[0] for row in db.execute("PRAGMA integrity_check"))
+        """SQLite's integrity_check, or PostgreSQL's amcheck over the table's indexes."""
+        with self.db() as db:
+            if not self.database_url:
+                return "; ".join(row[0] for row in db.execute("PRAGMA integrity_check"))
+        return postgres.amcheck(self.database_url, CHARGES)
 
     def log_count(self, text: str) -> int:
         return self.log().count(text)

@@ -5,6 +5,8 @@ import json
 import pytest
 from django.db import connection
 
+from tests.server import free_port
+
 pytestmark = pytest.mark.django_db
 
 
@@ -15,9 +17,23 @@ def client(client, settings):
     return client
 
 
-def test_liveness_has_no_dependencies(client, monkeypatch):
+@pytest.fixture
+def database_unreachable(monkeypatch, tmp_path):
+    """Point the connections at a database that is not there, on either backend."""
+    if connection.vendor != "postgresql":
+        # Not closed: the SQLite test database lives in memory only while a connection is open.
+        monkeypatch.setitem(connection.settings_dict, "NAME", str(tmp_path / "missing" / "db.sqlite3"))
+        yield
+        return
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "PORT", str(free_port()))  # nothing listens there
+    yield
+    connection.close()
+
+
+@pytest.mark.django_db(transaction=True)  # PostgreSQL: the connection is closed and reopened
+def test_liveness_has_no_dependencies(client, database_unreachable):
     # Even with the database gone, the process is alive: liveness must not restart it.
-    monkeypatch.setitem(connection.settings_dict, "NAME", "/nonexistent/dir/db.sqlite3")
     response = client.get("/healthz", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     assert json.loads(response.content) == {}
@@ -31,12 +47,13 @@ def test_readiness_checks_database_writability_and_migrations(client):
     assert len(json.loads(response.content)) == 3
 
 
-def test_readiness_fails_when_the_database_cannot_be_written(client, monkeypatch, tmp_path):
-    monkeypatch.setitem(connection.settings_dict, "NAME", str(tmp_path / "missing" / "db.sqlite3"))
+@pytest.mark.django_db(transaction=True)
+def test_readiness_fails_when_the_database_cannot_be_written(client, database_unreachable):
     response = client.get("/readyz", HTTP_ACCEPT="application/json")
     assert response.status_code == 500
     results = json.loads(response.content)
-    assert "cannot open the database" in results["DatabaseWritable(alias='default', lock_timeout=1.0)"]
+    expected = "cannot query the database" if connection.vendor == "postgresql" else "cannot open the database"
+    assert expected in results["DatabaseWritable(alias='default', lock_timeout=1.0)"]
 
 
 def test_readiness_fails_with_unapplied_migrations(client, monkeypatch):

@@ -1,6 +1,7 @@
 """The real server: scripts/entrypoint starting gunicorn, spoken to over raw HTTP as Antaeus does."""
 
 import signal
+from decimal import Decimal
 import socket
 import stat
 
@@ -39,10 +40,11 @@ def test_antaeus_request_is_answered_and_recorded(server):
     assert isinstance(body["result"], bool)
     with server.db() as db:
         row = db.execute(
-            "SELECT customer_id, amount, currency, succeeded FROM payment_app_chargeattempt WHERE id = ?",
+            "SELECT customer_id, amount, currency, succeeded FROM payment_app_chargeattempt WHERE id = %s",
             (body["id"],),
         ).fetchone()
-    assert row == (1, 301.99, "", int(body["result"]))
+    customer_id, amount, currency, succeeded = row
+    assert (customer_id, Decimal(str(amount)), currency, bool(succeeded)) == (1, Decimal("301.99"), "", body["result"])
 
 
 def test_sequential_charges_on_one_kept_alive_connection(server):
