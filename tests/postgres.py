@@ -151,13 +151,18 @@ class PrivatePostgres:
         )
         return len(rows or [])
 
+    def superuser_url(self, database: str = "payment") -> str:
+        return f"postgresql://postgres@/{database}?host={urllib.parse.quote(str(self.root))}&port={self.port}"
+
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 def amcheck(url: str, table: str) -> str:
-    """'ok' when every B-tree index of the table passes amcheck (the unique key's included)."""
+    """'ok' when every B-tree index of the table passes amcheck (the unique key's included).
+
+    `url` must be a superuser's (the extension is created if missing)."""
     try:
         with connect(url) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")

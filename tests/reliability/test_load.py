@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests import postgres
 from tests.reliability.harness import DatabaseLock, Load, figures, lost
 
 WORKERS = 4
@@ -29,13 +30,18 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def check_concurrent_load(srv, total: int) -> None:
+def database_url(backend: str) -> str | None:
+    """SQLite (None) or a new database on the machine's PostgreSQL."""
+    return postgres.create_database() if backend == "postgresql" else None
+
+
+def check_concurrent_load(srv, total: int, backend: str = "sqlite") -> None:
     load = Load(srv.port, total=total, connections=CONNECTIONS).run(timeout=600)
     rows = srv.rows()
     ok, missing = load.ok(), lost(load, rows)
     locked = srv.log_count("database is locked")
     figures(
-        "concurrency",
+        "concurrency", backend=backend,
         requests=len(load.outcomes), ok=len(ok), errors=len(load.outcomes) - len(ok), locked=locked,
         stored=len(rows), lost=len(missing), connections=CONNECTIONS, workers=WORKERS, seconds=load.seconds,
         per_second=len(load.outcomes) / load.seconds,
@@ -54,13 +60,15 @@ def test_concurrent_charges_short(servers):
 
 
 @pytest.mark.stress
-def test_concurrent_charges(servers):
-    check_concurrent_load(servers(env=server_env()), total=5000)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_charges(servers, backend):
+    check_concurrent_load(servers(env=server_env(), database_url=database_url(backend)), total=5000, backend=backend)
 
 
 @pytest.mark.stress
-def test_sigkill_during_load_loses_no_acknowledged_charge(servers):
-    srv = servers(env=server_env())
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigkill_during_load_loses_no_acknowledged_charge(servers, backend):
+    srv = servers(env=server_env(), database_url=database_url(backend))
     rounds, base = 3, 10_000_000
     for round_ in range(rounds):
         load = Load(srv.port, total=10**6, connections=CONNECTIONS, base=base * (round_ + 1), stop_on_refused=True)
@@ -77,7 +85,7 @@ def test_sigkill_during_load_loses_no_acknowledged_charge(servers):
         sent = {o.customer_id for o in load.outcomes}
         integrity = srv.integrity()
         figures(
-            "crash", round=round_ + 1, requests=len(load.outcomes), ok=len(ok),
+            "crash", backend=backend, round=round_ + 1, requests=len(load.outcomes), ok=len(ok),
             no_response=sum(1 for o in load.outcomes if o.error and o.error.startswith("no_response")),
             partial=len(partial), stored=len(ours), lost=len(missing),
             stored_unacknowledged=len(ours) - len(ok), integrity=integrity, restart_seconds=restart,
@@ -132,3 +140,66 @@ def test_sigterm_during_load_completes_accepted_requests(servers):
     assert not partial
     assert len(rows) == len(ok) and not missing
     assert "Handling signal: term" in srv.log()
+
+
+@pytest.mark.stress
+def test_postgresql_restart_during_load_only_json_and_nothing_lost(servers):
+    """The database restarts under 64 connections: every answer is JSON with "result"
+    (201 or 503), the service recovers by itself, and no acknowledged charge is lost."""
+    pg = postgres.PrivatePostgres().init()
+    try:
+        srv = servers(env=server_env(), database_url=pg.url())
+        workers = srv.workers()
+        load = Load(srv.port, total=20_000, connections=CONNECTIONS).start()
+        wait_for(lambda: load.answered() >= 1000, 120, "1000 answers before the restart")
+        restarted_at = time.monotonic()
+        pg.restart()
+        back_at = time.monotonic()
+        wait_for(lambda: load.answered() >= 3000, 300, "answers after the restart")
+        load.stop()
+        load.join(timeout=120)
+        rows = srv.rows()
+        ok, missing = load.ok(), lost(load, rows)
+        not_json = [o for o in load.outcomes if o.status is None or not isinstance((o.body or {}).get("result"), bool)]
+        refused = [o for o in load.outcomes if o.status == 503]
+        after = [o for o in load.outcomes if o.sent_at > back_at + 2]
+        figures(
+            "postgres-restart", requests=len(load.outcomes), ok=len(ok), storage_unavailable=len(refused),
+            not_json=len(not_json), stored=len(rows), lost=len(missing), restart_seconds=back_at - restarted_at,
+            ok_after_restart=sum(o.status == 201 for o in after), answered_after_restart=len(after),
+            integrity=(integrity := postgres.amcheck(pg.superuser_url(), "payment_app_chargeattempt")),
+        )
+        assert not not_json, [o.error for o in not_json][:5]
+        assert {o.status for o in load.outcomes} <= {201, 503}
+        assert all(o.body["error"] == "storage_unavailable" for o in refused)
+        assert not missing, missing[:5]
+        assert len(rows) == len(ok)  # a 503 stored nothing
+        assert after and all(o.status == 201 for o in after)  # recovered, without a restart of the service
+        assert srv.workers() == workers
+        assert integrity == "ok"
+    finally:
+        pg.destroy()
+
+
+@pytest.mark.stress
+def test_one_idempotency_key_across_servers_stores_one_row(servers):
+    """32 concurrent requests with one key over two servers (4 worker processes): one row."""
+    from tests.reliability.harness import charge_body, concurrently
+    from tests.server import antaeus_request, send_raw
+
+    url = postgres.create_database()
+    first = servers("a", env={"WEB_CONCURRENCY": "2"}, database_url=url)
+    second = servers("b", env={"WEB_CONCURRENCY": "2"}, database_url=url)
+    for round_ in range(5):
+        key = f"across-{round_}"
+        ports = [first.port, second.port] * 16
+        replies = concurrently(
+            len(ports),
+            lambda i: send_raw(ports[i], antaeus_request(charge_body(90 + round_), extra_headers={"Idempotency-Key": key})),
+        )
+        rows = first.query("SELECT id FROM payment_app_chargeattempt WHERE idempotency_key = %s", (key,))
+        ids = {r.json()["id"] for r in replies}
+        figures("idempotency-across-servers", round=round_ + 1, requests=len(replies), processes=4,
+                rows=len(rows), distinct_ids=len(ids), statuses=sorted({r.status for r in replies}))
+        assert len(rows) == 1 and ids == {rows[0][0]}
+        assert {r.status for r in replies} == {201}
