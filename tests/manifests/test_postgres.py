@@ -206,3 +206,14 @@ def test_a_staging_overlay_switched_to_postgres_renders_like_production():
     deployment = find(objects, "Deployment", "payment", "payment")
     names = {e["name"] for e in containers(deployment)[0]["env"]}
     assert {"DATABASE_URL", "DJANGO_SECRET_KEY", "MIGRATE_ON_START"} <= names
+
+
+def test_the_database_part_carries_the_recommended_labels():
+    expected = {"app.kubernetes.io/part-of": "antaeus-billing", "app.kubernetes.io/managed-by": "kustomize",
+                "app.kubernetes.io/instance": "payment-production"}
+    for obj in render("overlays/production/payment-database"):
+        labelled = [obj["metadata"]] + ([obj["spec"]["template"]["metadata"]] if obj["kind"] == "Job" else [])
+        for meta in labelled:
+            labels = meta.get("labels", {})
+            assert expected.items() <= labels.items(), (obj["kind"], labels)
+            assert labels["app.kubernetes.io/name"] and labels["app.kubernetes.io/component"], labels
