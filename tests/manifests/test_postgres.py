@@ -217,3 +217,12 @@ def test_the_database_part_carries_the_recommended_labels():
             labels = meta.get("labels", {})
             assert expected.items() <= labels.items(), (obj["kind"], labels)
             assert labels["app.kubernetes.io/name"] and labels["app.kubernetes.io/component"], labels
+
+
+def test_probes_mean_the_same_on_both_database_modes():
+    """components/postgres changes how payment runs, not what its probes ask."""
+    def probes(env):
+        container = containers(find(render(f"overlays/{env}"), "Deployment", "payment", "payment"))[0]
+        return {name: container[name] for name in ("startupProbe", "readinessProbe", "livenessProbe")}
+
+    assert probes("staging") == probes("production")
