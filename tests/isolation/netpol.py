@@ -34,6 +34,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 SPECS = HERE / "specs"
 EXPECTED = HERE / "expected"
 TOPOLOGY = HERE / "topology" / "cluster.yaml"
+# Pods only one environment has (production's database, created by the operator).
+ENV_TOPOLOGY = {"production": HERE / "topology" / "production.yaml"}
 ENVIRONMENTS = ("staging", "production")
 
 TOPOLOGY_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Service"}
@@ -67,8 +69,18 @@ CHECKS = (
     # Payment talks to nothing but DNS.
     Check("forbids", "payment-to-internet"),
     Check("forbids", "payment-to-antaeus"),
-    Check("forbids", "payment-egress-beyond-dns"),
+    Check("forbids", "payment-egress-beyond-dns", envs=("staging",)),
     Check("permits", "dns-from-payment"),
+    # Production's PostgreSQL: payment (and its migration Job) reach it on 5432, the
+    # instances each other, the operator their status port; nothing else, either way.
+    Check("permits", "payment-to-database", envs=("production",)),
+    Check("permits", "database-replication", envs=("production",)),
+    Check("permits", "operator-to-database", envs=("production",)),
+    Check("forbids", "only-clients-to-database", envs=("production",)),
+    Check("forbids", "only-operator-to-database-status", envs=("production",)),
+    Check("forbids", "database-other-ports", envs=("production",)),
+    Check("forbids", "payment-egress-beyond-dns-and-database", envs=("production",)),
+    Check("forbids", "database-egress-beyond-peers-and-api", envs=("production",)),
     # Antaeus: DNS, payment, and public HTTP(S) for its start-up downloads only.
     Check("permits", "dns-from-antaeus"),
     Check("permits", "antaeus-to-internet-web"),
@@ -152,6 +164,33 @@ def _antaeus_ingress_open(policies: list[dict]) -> list[dict]:
     return _without(policies, *names)
 
 
+def _database_rule(policies: list[dict], index: int) -> dict:
+    return _policy(policies, "payment", "payment-db-ingress")["spec"]["ingress"][index]
+
+
+def _operator_namespace_only(policies: list[dict]) -> list[dict]:
+    # "Allow the operator's namespace": every pod of cnpg-system reaches the status port.
+    rule = _database_rule(policies, 2)
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8000}], rule
+    del rule["from"][0]["podSelector"]
+    return policies
+
+
+def _database_open_to_namespace(policies: list[dict]) -> list[dict]:
+    # The client rule forgets its pod selector: any pod of the namespace on 5432. The
+    # other pods' own egress (DNS only) still closes it.
+    rule = _database_rule(policies, 0)
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5432}], rule
+    rule["from"] = [{"podSelector": {}}]
+    return policies
+
+
+def _database_egress_any_port(policies: list[dict]) -> list[dict]:
+    # The API server rule forgets its ports: every private address on every port.
+    del _policy(policies, "payment", "payment-db-egress")["spec"]["egress"][1]["ports"]
+    return policies
+
+
 @dataclasses.dataclass(frozen=True)
 class Mutation:
     """A broken copy of the overlay's NetworkPolicies, and the checks that must catch it
@@ -185,8 +224,27 @@ MUTATIONS = (
     Mutation(
         "payment-without-egress-policies",
         lambda p: _without(p, ("payment", "default-deny"), ("payment", "allow-dns-egress")),
-        ("forbids-payment-to-internet", "forbids-payment-egress-beyond-dns"),
+        ("forbids-payment-to-internet", "forbids-payment-egress-beyond-dns",
+         "forbids-payment-egress-beyond-dns-and-database"),
     ),
+    Mutation(
+        "database-without-ingress-policy",
+        lambda p: _without(p, ("payment", "payment-db-ingress")),
+        ("permits-payment-to-database", "permits-database-replication", "permits-operator-to-database"),
+    ),
+    Mutation(
+        "payment-without-database-egress",
+        lambda p: _without(p, ("payment", "payment-egress-database")),
+        ("permits-payment-to-database",),
+    ),
+    Mutation("operator-namespace-only", _operator_namespace_only, ("forbids-only-operator-to-database-status",)),
+    Mutation(
+        "database-open-to-namespace",
+        _database_open_to_namespace,
+        caught_by=(),
+        still_holds=("forbids-only-clients-to-database",),
+    ),
+    Mutation("database-egress-any-port", _database_egress_any_port, ("forbids-database-egress-beyond-peers-and-api",)),
     Mutation(
         "payment-without-dns",
         lambda p: _without(p, ("payment", "allow-dns-egress")),
@@ -253,6 +311,8 @@ class Analysis:
 def analyse(env: str) -> Analysis:
     """Render the overlay, run every query of the environment in one nca process."""
     objects = render(f"overlays/{env}") + [d for d in yaml.safe_load_all(TOPOLOGY.read_text()) if d]
+    if env in ENV_TOPOLOGY:
+        objects += [d for d in yaml.safe_load_all(ENV_TOPOLOGY[env].read_text()) if d]
     namespaces = [o for o in objects if o["kind"] == "Namespace"]
     for ns in namespaces:
         # The API server sets this label on every namespace; the policies select by it.
@@ -289,7 +349,10 @@ def analyse(env: str) -> Analysis:
     for check in checks_for(env):
         queries.append(query(_query_name(check), check, check.config, 0))
     mutation_errors = {}
+    used = {m.name for holds in (False, True) for m, _ in mutation_cases(env, holds)}
     for mutation in MUTATIONS:
+        if mutation.name not in used:
+            continue  # breaks a policy this environment does not have (production's database)
         try:
             mutated = mutation.mutate(copy.deepcopy(netpols))
         except (AssertionError, KeyError, IndexError, TypeError, ValueError) as error:

@@ -53,12 +53,32 @@ def test_connectivity_map_matches_expected_file(env):
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_connectivity_map_payment_is_reached_only_by_antaeus(env):
     # The headline property, read straight from the map (independent of the expected file).
-    into_payment = [
-        line for line in connectivity_lines(analyse(env).connectivity) if line.split(" => ")[1].startswith("payment/")
-    ]
+    lines = connectivity_lines(analyse(env).connectivity)
+    into_payment = [line for line in lines if line.split(" => ")[1].startswith("payment/payment[")]
     assert into_payment == [
         "antaeus/antaeus[Deployment] => payment/payment[Deployment] : {protocols:TCP,dst_ports:8000}"
     ]
+    # Nothing else of the payment namespace is reachable, but production's database pods.
+    others = {line.split(" => ")[1].split(" : ")[0] for line in lines if line.split(" => ")[1].startswith("payment/")}
+    expected = {"payment/payment[Deployment]"}
+    if env == "production":
+        expected |= {"payment/payment-db-1[Pod]", "payment/payment-db-2[Pod]"}
+    assert others == expected
+
+
+def test_connectivity_map_database_is_reached_only_by_its_clients_peers_and_operator():
+    lines = connectivity_lines(analyse("production").connectivity)
+    into_db = sorted(line for line in lines if " => payment/payment-db-" in line)
+    assert into_db == sorted([
+        f"{src} => payment/payment-db-{n}[Pod] : {conn}"
+        for n in (1, 2)
+        for src, conn in (
+            ("cnpg-system/cloudnative-pg[Pod]", "{protocols:TCP,dst_ports:8000}"),
+            ("payment/payment[Deployment]", "{protocols:TCP,dst_ports:5432}"),
+            ("payment/payment-migrate[Job]", "{protocols:TCP,dst_ports:5432}"),
+            (f"payment/payment-db-{3 - n}[Pod]", "{protocols:TCP,dst_ports:5432,8000}"),
+        )
+    ])
 
 
 def _check_cases():

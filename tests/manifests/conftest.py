@@ -12,16 +12,48 @@ from tests.kube import REPO, render
 ENVIRONMENTS = ("staging", "production")
 SERVICES = ("antaeus", "payment")
 # Where kustomizations live; every one of them must render.
-KUSTOMIZE_ROOTS = ("base", "overlays", "clusters", "argocd")
+KUSTOMIZE_ROOTS = ("base", "overlays", "clusters", "tenants", "infrastructure", "components", "argocd")
+# The extra parts of an environment, beside platform and the services: payment's database
+# where payment runs on PostgreSQL.
+EXTRA_PARTS = {"staging": (), "production": ("payment-database",)}
+# Which namespace each deployable part of an environment overlay writes into.
+PART_NAMESPACES = {"antaeus": "antaeus", "payment": "payment", "payment-database": "payment"}
+
+
+def _kind(path) -> str:
+    return yaml.safe_load(path.read_text()).get("kind", "Kustomization")
 
 
 def kustomize_dirs() -> list[str]:
-    """Every directory under the GitOps roots that holds a kustomization.yaml."""
+    """Every directory under the GitOps roots that holds a buildable kustomization.yaml
+    (Components are built only as part of the kustomizations that use them)."""
     return sorted(
         str(path.parent.relative_to(REPO))
         for root in KUSTOMIZE_ROOTS
         for path in (REPO / root).rglob("kustomization.yaml")
+        if _kind(path) == "Kustomization"
     )
+
+
+def component_dirs() -> list[str]:
+    """Every directory holding a Kustomize Component."""
+    return sorted(
+        str(path.parent.relative_to(REPO))
+        for root in KUSTOMIZE_ROOTS
+        for path in (REPO / root).rglob("kustomization.yaml")
+        if _kind(path) == "Component"
+    )
+
+
+def parts(env: str) -> tuple[str, ...]:
+    """The parts of overlays/<env> Flux applies one by one (besides platform)."""
+    return (*SERVICES, *EXTRA_PARTS[env])
+
+
+def is_built_in(obj: dict) -> bool:
+    """A kind the Kubernetes API server serves without any CRD."""
+    group = obj["apiVersion"].rpartition("/")[0]
+    return "." not in group or group.endswith(".k8s.io")
 
 
 def load_yaml_documents(path: pathlib.Path) -> list[dict]:
@@ -29,6 +61,7 @@ def load_yaml_documents(path: pathlib.Path) -> list[dict]:
 
 
 def containers(obj: dict) -> list[dict]:
+    """The containers of a Deployment's or a Job's pod template."""
     spec = obj["spec"]["template"]["spec"]
     return spec.get("initContainers", []) + spec["containers"]
 

@@ -25,7 +25,8 @@ def objects(env_objects) -> list[dict]:
 
 
 def container_env(objects: list[dict], deployment: dict) -> dict[str, str]:
-    """The environment a Deployment's first container gets from ConfigMaps and `env`."""
+    """The environment a Deployment's first container gets from ConfigMaps and `env`; a
+    value read from a Secret shows as `secret:<name>/<key>` (its value is not in git)."""
     namespace = deployment["metadata"]["namespace"]
     container = containers(deployment)[0]
     values: dict[str, str] = {}
@@ -33,8 +34,11 @@ def container_env(objects: list[dict], deployment: dict) -> dict[str, str]:
         assert "configMapRef" in source, f"unexpected envFrom {source}"
         values |= find(objects, "ConfigMap", source["configMapRef"]["name"], namespace)["data"]
     for item in container.get("env", []):
-        assert "value" in item, f"{item['name']}: only literal values expected"
-        values[item["name"]] = item["value"]
+        if "value" in item:
+            values[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            values[item["name"]] = f"secret:{ref['name']}/{ref['key']}"
     return values
 
 
@@ -146,7 +150,9 @@ def test_termination_grace_outlasts_gunicorns_graceful_timeout(objects, monkeypa
         monkeypatch.delenv(name, raising=False)
     config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > config["graceful_timeout"] + 5
+    # SIGTERM comes after the preStop hook, and the grace period counts from its start.
+    pre_stop = containers(deployment)[0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    assert grace > pre_stop + config["graceful_timeout"] + 5
     assert config["bind"] == [f"0.0.0.0:{container_env(objects, deployment)['PORT']}"]
 
 
@@ -204,15 +210,21 @@ def test_no_secret_objects_or_secret_values_in_git(objects):
 
 def test_payment_never_runs_two_pods_on_one_sqlite_file(objects):
     deployment = find(objects, "Deployment", "payment", "payment")
+    config = container_env(objects, deployment)
+    if "DATABASE_URL" in config:
+        # PostgreSQL (components/postgres): no SQLite file at all, test_postgres.py.
+        assert config["DATABASE_URL"].startswith("secret:")
+        assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+        return
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
     claim = find(objects, "PersistentVolumeClaim", "payment-data", "payment")
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     mounts = {m["mountPath"]: m["name"] for m in containers(deployment)[0]["volumeMounts"]}
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"] == "payment-data"
     assert "emptyDir" in volumes[mounts["/tmp"]]
-    config = container_env(objects, deployment)
     # The image keeps the database and the generated secret key in /data unless told otherwise.
     for key in ("DATABASE_PATH", "DJANGO_SECRET_KEY_FILE"):
         assert config.get(key, "/data/").startswith("/data/"), key
@@ -223,8 +235,10 @@ def test_antaeus_runs_one_replica(objects):
 
 
 def test_every_container_has_requests_and_limits(objects):
-    for service in SERVICES:
-        for container in containers(find(objects, "Deployment", service, service)):
+    workloads = [find(objects, "Deployment", service, service) for service in SERVICES]
+    for workload in workloads + [o for o in objects if o["kind"] == "Job"]:
+        service = workload["metadata"]["name"]
+        for container in containers(workload):
             resources = container["resources"]
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(resources[kind]), f"{service}: {kind}"
@@ -289,6 +303,9 @@ def test_pss_checker_catches_a_root_privileged_pod():
 def test_payment_meets_restricted_in_full_and_its_namespace_enforces_it(objects):
     pod = find(objects, "Deployment", "payment", "payment")["spec"]["template"]["spec"]
     assert pss_violations(pod) == set()
+    for job in (o for o in objects if o["kind"] == "Job"):
+        assert job["metadata"]["namespace"] == "payment"
+        assert pss_violations(job["spec"]["template"]["spec"]) == set(), job["metadata"]["name"]
     container = containers(find(objects, "Deployment", "payment", "payment"))[0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     labels = find(objects, "Namespace", "payment")["metadata"]["labels"]

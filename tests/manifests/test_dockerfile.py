@@ -83,9 +83,13 @@ def test_runtime_user_port_and_data_directory_match_the_manifests(env_objects):
     assert user == [f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"]
     assert [args for keyword, args in stage if keyword == "EXPOSE"] == [str(container["ports"][0]["containerPort"])]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    # Everything the service writes lives on a mounted volume: the root filesystem is read-only.
-    assert os.path.dirname(image_env["DATABASE_PATH"]) in mounts
-    assert os.path.dirname(image_env["DJANGO_SECRET_KEY_FILE"]) in mounts
+    supplied = {item["name"] for item in container.get("env", [])}
+    # Everything the service writes lives on a mounted volume: the root filesystem is
+    # read-only. On PostgreSQL with the key from a Secret (production) it writes neither file.
+    if "DATABASE_URL" not in supplied:
+        assert os.path.dirname(image_env["DATABASE_PATH"]) in mounts
+    if "DJANGO_SECRET_KEY" not in supplied:
+        assert os.path.dirname(image_env["DJANGO_SECRET_KEY_FILE"]) in mounts
     assert "/tmp" in mounts
 
 

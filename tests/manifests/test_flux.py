@@ -8,19 +8,22 @@ import re
 
 import pydantic
 import pytest
+from cloudcoil.models.fluxcd.helm.v2 import HelmRelease
 from cloudcoil.models.fluxcd.kustomize.v1 import Kustomization
-from cloudcoil.models.fluxcd.source.v1 import GitRepository
+from cloudcoil.models.fluxcd.source.v1 import GitRepository, HelmRepository
 
 from tests.kube import REPO, find, render
-from tests.manifests.conftest import ENVIRONMENTS, SERVICES, load_yaml_documents
+from tests.manifests.conftest import ENVIRONMENTS, PART_NAMESPACES, SERVICES, is_built_in, load_yaml_documents, parts
 
 pytestmark = pytest.mark.manifests
 
 MODELS = {
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): Kustomization,
     ("source.toolkit.fluxcd.io/v1", "GitRepository"): GitRepository,
+    ("source.toolkit.fluxcd.io/v1", "HelmRepository"): HelmRepository,
+    ("helm.toolkit.fluxcd.io/v2", "HelmRelease"): HelmRelease,
 }
-FLUX_GROUPS = ("kustomize.toolkit.fluxcd.io/", "source.toolkit.fluxcd.io/")
+FLUX_GROUPS = ("kustomize.toolkit.fluxcd.io/", "source.toolkit.fluxcd.io/", "helm.toolkit.fluxcd.io/")
 # flux bootstrap writes clusters/<env>/flux-system/ (the controllers and their CRDs);
 # only its Flux objects matter here.
 BOOTSTRAP_COMPONENTS = "gotk-components.yaml"
@@ -99,7 +102,12 @@ def kustomizations(env) -> dict[tuple[str, str], dict]:
 
 def test_flux_objects_validate_with_no_unknown_fields(env, kustomizations):
     objects = bootstrap_objects(env) + list(kustomizations.values())
-    assert objects
+    # And the Flux objects the Kustomizations apply (the operators' sources and releases).
+    objects += [
+        o for ks in kustomizations.values() for o in render(path_of(ks))
+        if o["apiVersion"].startswith(FLUX_GROUPS) and o["kind"] != "Kustomization"
+    ]
+    assert {o["kind"] for o in objects} >= {"Kustomization", "HelmRepository", "HelmRelease"}
     assert all(not is_bootstrap(ks) for ks in kustomizations.values())
     for obj in objects:
         validate_strictly(obj)
@@ -113,14 +121,73 @@ def test_strict_validation_rejects_unknown_fields():
         validate_strictly(ks)
 
 
-def test_each_environment_deploys_its_three_layers(env, kustomizations):
+def test_each_environment_deploys_its_layers(env, kustomizations):
     paths = {path_of(ks): key for key, ks in kustomizations.items()}
     assert paths == {
+        "infrastructure/controllers": ("flux-system", "infrastructure"),
         f"overlays/{env}/platform": ("flux-system", "platform"),
-        f"clusters/tenants/{env}": ("flux-system", "tenants"),
-        f"overlays/{env}/antaeus": ("antaeus", "antaeus"),
-        f"overlays/{env}/payment": ("payment", "payment"),
+        f"tenants/{env}": ("flux-system", "tenants"),
+        **{f"overlays/{env}/{part}": (PART_NAMESPACES[part], part) for part in parts(env)},
     }
+
+
+def test_tenants_differ_between_environments_only_in_path():
+    """One base per service and a path patch per environment (Flux's multi-tenancy layout)."""
+    def without_path(env):
+        found = {}
+        for ks in render(f"tenants/{env}"):
+            assert ks["spec"]["path"].startswith(f"./overlays/{env}/"), ks["spec"]["path"]
+            del ks["spec"]["path"]
+            found[ks["metadata"]["name"]] = ks
+        return found
+
+    staging, production = without_path("staging"), without_path("production")
+    assert set(staging) == set(SERVICES)
+    for name in SERVICES:
+        if name == "payment":
+            # Production's payment also waits for its database (components/postgres/tenant).
+            production[name]["spec"]["dependsOn"].remove({"name": "payment-database"})
+        assert staging[name] == production[name], name
+    assert "path" not in render("tenants/base")[0]["spec"], "the base names no environment"
+
+
+def test_operators_are_installed_before_any_custom_resource_is_applied(env, kustomizations):
+    infrastructure = kustomizations[("flux-system", "infrastructure")]
+    assert infrastructure["spec"]["wait"] is True
+    # Every operator is a pinned chart release, whose CRDs it installs and upgrades.
+    releases = [o for o in render(path_of(infrastructure)) if o["kind"] == "HelmRelease"]
+    assert releases
+    for release in releases:
+        chart = release["spec"]["chart"]["spec"]
+        assert re.fullmatch(r"\d+\.\d+\.\d+", chart["version"]), chart
+        assert release["spec"]["install"]["crds"] == release["spec"]["upgrade"]["crds"] == "CreateReplace"
+        assert chart["sourceRef"]["kind"] == "HelmRepository"
+    # Whatever applies a custom resource depends, directly, on the infrastructure layer.
+    for key, ks in kustomizations.items():
+        if key[1] in ("infrastructure", "platform", "tenants"):
+            continue
+        if any(not is_built_in(o) for o in render(path_of(ks))):
+            assert {"name": "infrastructure", "namespace": "flux-system"} in ks["spec"]["dependsOn"], key
+    tenants = kustomizations[("flux-system", "tenants")]
+    assert {"name": "infrastructure"} in tenants["spec"]["dependsOn"]
+
+
+def test_migrations_run_before_the_app_rolls_out():
+    """Production's payment waits for payment-database: the Cluster is ready and the
+    migration Job has completed (wait: true) before new payment pods start."""
+    found = flux_kustomizations("production")
+    database, payment = found[("payment", "payment-database")], found[("payment", "payment")]
+    assert {"name": "payment-database"} in payment["spec"]["dependsOn"]
+    assert database["spec"]["wait"] is True
+    objects = render(path_of(database))
+    assert sorted(o["kind"] for o in objects) == ["Cluster", "Job"]
+    job = find(objects, "Job", "payment-migrate", "payment")
+    # A Job's pod template is immutable: Flux re-creates it when the image changes.
+    assert job["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/force"] == "enabled"
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "python", "manage.py", "migrate_locked", "--noinput"]
+    # Staging, on SQLite, migrates at start as before: no Job, no database Kustomization.
+    assert ("payment", "payment-database") not in flux_kustomizations("staging")
 
 
 def test_kustomization_settings(env, kustomizations):
@@ -160,9 +227,14 @@ def test_dependencies_exist_and_order_namespaces_first(env, kustomizations):
         assert obj["metadata"]["namespace"] in created, "its namespace comes from platform"
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_services_are_applied_with_their_namespace_reconciler(env, kustomizations, service):
-    ks = kustomizations[(service, service)]
+def _tenant_cases():
+    return [pytest.param(env, part, id=f"{env}-{part}") for env in ENVIRONMENTS for part in parts(env)]
+
+
+@pytest.mark.parametrize(("env", "part"), _tenant_cases())
+def test_services_are_applied_with_their_namespace_reconciler(env, part):
+    service = PART_NAMESPACES[part]
+    ks = flux_kustomizations(env)[(service, part)]
     assert ks["spec"]["serviceAccountName"] == "flux-reconciler"
     assert {"name": "platform", "namespace": "flux-system"} in ks["spec"]["dependsOn"]
     platform = render(f"overlays/{env}/platform")
@@ -194,9 +266,10 @@ PLURALS = {"Ingress": "ingresses"}
 APPLY_VERBS = {"get", "list", "create", "patch", "delete"}  # server-side apply and prune
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_reconciler_may_apply_and_prune_everything_in_its_path(env, kustomizations, service):
-    ks = kustomizations[(service, service)]
+@pytest.mark.parametrize(("env", "part"), _tenant_cases())
+def test_reconciler_may_apply_and_prune_everything_in_its_path(env, part):
+    service = PART_NAMESPACES[part]
+    ks = flux_kustomizations(env)[(service, part)]
     platform = render(f"overlays/{env}/platform")
     subject = {"kind": "ServiceAccount", "name": "flux-reconciler", "namespace": service}
     rules = []

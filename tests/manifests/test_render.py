@@ -8,7 +8,16 @@ import pytest
 import yaml
 
 from tests.kube import REPO, find, render
-from tests.manifests.conftest import ENVIRONMENTS, SERVICES, containers, kustomize_dirs
+from tests.manifests.conftest import (
+    ENVIRONMENTS,
+    PART_NAMESPACES,
+    SERVICES,
+    component_dirs,
+    containers,
+    is_built_in,
+    kustomize_dirs,
+    parts,
+)
 
 pytestmark = pytest.mark.manifests
 
@@ -16,16 +25,31 @@ pytestmark = pytest.mark.manifests
 DEPRECATED_FIELDS = {
     "bases", "commonLabels", "patchesStrategicMerge", "patchesJson6902", "vars", "imageTags",
 }
-OWNED = ("base/antaeus", "base/payment", "overlays", "clusters", "argocd")
+OWNED = ("base/antaeus", "base/payment", "overlays", "clusters", "tenants", "infrastructure",
+         "components", "argocd")
 
 
 def test_the_tree_has_every_expected_kustomization():
     dirs = set(kustomize_dirs())
-    expected = {"base/antaeus", "base/payment", "argocd/base"}
+    expected = {"base/antaeus", "base/payment", "base/payment-database", "argocd/base",
+                "tenants/base", "infrastructure/controllers"}
     for env in ENVIRONMENTS:
-        expected |= {f"overlays/{env}", f"clusters/tenants/{env}", f"argocd/{env}"}
-        expected |= {f"overlays/{env}/{part}" for part in ("platform", *SERVICES)}
+        expected |= {f"overlays/{env}", f"tenants/{env}", f"argocd/{env}"}
+        expected |= {f"overlays/{env}/{part}" for part in ("platform", *parts(env))}
     assert expected <= dirs, f"missing: {sorted(expected - dirs)}"
+    # A folder named for what it holds: the services' Flux Kustomizations are not a cluster.
+    assert not (REPO / "clusters" / "tenants").exists()
+
+
+def test_every_component_is_switched_on_somewhere():
+    """A Component renders only inside a kustomization that uses it: an unused one would
+    go unchecked. components/backup is opt-in and checked by test_postgres.py."""
+    used = set()
+    for path in kustomize_dirs():
+        kustomization = yaml.safe_load((REPO / path / "kustomization.yaml").read_text())
+        used |= {str((REPO / path / c).resolve().relative_to(REPO)) for c in kustomization.get("components", [])}
+    assert set(component_dirs()) - {"components/backup"} <= used, sorted(set(component_dirs()) - used)
+    assert "components/backup" in component_dirs()
 
 
 @pytest.mark.parametrize("path", kustomize_dirs())
@@ -34,7 +58,7 @@ def test_kustomization_renders_without_warnings(path):
     assert render(path), f"{path} renders no objects"
 
 
-@pytest.mark.parametrize("path", [d for d in kustomize_dirs() if d.startswith(OWNED)])
+@pytest.mark.parametrize("path", [d for d in kustomize_dirs() + component_dirs() if d.startswith(OWNED)])
 def test_kustomization_uses_current_fields_only(path):
     kustomization = yaml.safe_load((REPO / path / "kustomization.yaml").read_text())
     assert not DEPRECATED_FIELDS & set(kustomization), f"{path} uses deprecated fields"
@@ -43,32 +67,44 @@ def test_kustomization_uses_current_fields_only(path):
         assert not entry.get("includeSelectors", False), f"{path}: labels must not touch selectors"
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-@pytest.mark.parametrize("service", SERVICES)
-def test_service_overlay_is_exactly_its_part_of_the_environment(env, service):
-    """Flux applies overlays/<env>/<service> alone, kubectl and Argo CD the whole overlay:
+def _env_parts():
+    return [pytest.param(env, part, id=f"{env}-{part}") for env in ENVIRONMENTS for part in parts(env)]
+
+
+@pytest.mark.parametrize(("env", "part"), _env_parts())
+def test_service_overlay_is_exactly_its_part_of_the_environment(env, part):
+    """Flux applies overlays/<env>/<part> alone, kubectl and Argo CD the whole overlay:
     both must create the same objects (so checks of the whole overlay cover Flux's too)."""
-    part = render(f"overlays/{env}/{service}")
+    piece = render(f"overlays/{env}/{part}")
     whole = render(f"overlays/{env}")
-    for obj in part:
+    for obj in piece:
         assert obj in whole, f"{obj['kind']}/{obj['metadata']['name']} differs in overlays/{env}"
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-@pytest.mark.parametrize("service", SERVICES)
-def test_service_overlay_stays_in_its_namespace(env, service):
+@pytest.mark.parametrize(("env", "part"), _env_parts())
+def test_service_overlay_stays_in_its_namespace(env, part):
     """Flux applies it with that namespace's reconciler account, which can write nowhere else."""
-    for obj in render(f"overlays/{env}/{service}"):
+    namespace = PART_NAMESPACES[part]
+    for obj in render(f"overlays/{env}/{part}"):
         where = f"{obj['kind']}/{obj['metadata']['name']}"
-        assert obj["metadata"].get("namespace") == service, f"{where} is not in namespace {service}"
+        assert obj["metadata"].get("namespace") == namespace, f"{where} is not in namespace {namespace}"
         assert obj["kind"] != "Namespace", f"{where}: namespaces belong to the platform layer"
+
+
+def test_staging_renders_only_built_in_kinds():
+    """`kubectl apply -k overlays/staging` works on a bare cluster: no operator, no CRD."""
+    custom = [f"{o['apiVersion']} {o['kind']}" for o in render("overlays/staging") if not is_built_in(o)]
+    assert not custom, custom
+    assert not is_built_in(find(render("overlays/production"), "Cluster", "payment-db", "payment"))
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_images_are_pinned_by_version_tag(env):
     objects = render(f"overlays/{env}")
-    for service in SERVICES:
-        deployment = find(objects, "Deployment", service, service)
+    workloads = [find(objects, "Deployment", service, service) for service in SERVICES]
+    workloads += [o for o in objects if o["kind"] == "Job"]
+    for deployment in workloads:
+        service = deployment["metadata"]["name"]
         for container in containers(deployment):
             image = container["image"]
             match = re.fullmatch(r"(?P<repo>[a-z0-9.-]+(?::\d+)?/[\w./-]+):(?P<tag>[\w][\w.-]*)", image)

@@ -1,0 +1,228 @@
+"""Production's payment on PostgreSQL (components/postgres, base/payment-database): how
+many pods stay ready through a rollout and a node drain, computed from the rendered
+strategy, PodDisruptionBudget and autoscaler; the protections on every object that holds
+data; and the opt-in pieces (backups, switching another overlay) rendered for real."""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import pytest
+import yaml
+
+from tests.kube import REPO, find, kubectl, render
+from tests.manifests.conftest import ENVIRONMENTS, containers
+
+pytestmark = pytest.mark.manifests
+
+FLUX_KEEP = ("kustomize.toolkit.fluxcd.io/prune", "disabled")
+ARGO_OPTIONS = "argocd.argoproj.io/sync-options"
+# The kinds that hold charge attempts, or whose deletion deletes them.
+STATEFUL_KINDS = {"Namespace", "PersistentVolumeClaim", "Cluster", "ObjectStore"}
+MIN_READY = 2
+
+
+def resolve(value, total: int, *, round_up: bool) -> int:
+    """An intOrString of a Deployment strategy or a PDB, as the controllers resolve it."""
+    if isinstance(value, int):
+        return value
+    share = int(value.rstrip("%")) * total / 100
+    return math.ceil(share) if round_up else math.floor(share)
+
+
+def ready_floor(objects: list[dict]) -> dict[str, int]:
+    """The fewest ready payment pods, from the manifests alone, during a rollout and
+    during one voluntary disruption (a drain evicting what the PDB lets it)."""
+    deployment = find(objects, "Deployment", "payment", "payment")
+    hpas = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"
+            and o["spec"]["scaleTargetRef"]["name"] == "payment"]
+    if hpas:
+        assert "replicas" not in deployment["spec"], "GitOps and the autoscaler would fight over it"
+        replicas = hpas[0]["spec"]["minReplicas"]
+    else:
+        replicas = deployment["spec"].get("replicas", 1)
+    strategy = deployment["spec"]["strategy"]
+    if strategy["type"] == "Recreate":
+        rollout = 0
+    else:
+        rolling = strategy.get("rollingUpdate", {})
+        # Kubernetes rounds maxUnavailable down (and maxSurge up).
+        rollout = replicas - resolve(rolling.get("maxUnavailable", "25%"), replicas, round_up=False)
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    pdbs = [o for o in objects if o["kind"] == "PodDisruptionBudget"
+            and o["metadata"]["namespace"] == "payment"
+            and o["spec"]["selector"].get("matchLabels", {}).items() <= selector.items()]
+    if not pdbs:
+        drain = 0  # nothing stops a drain evicting every pod on the node, or all of them
+    else:
+        spec = pdbs[0]["spec"]
+        if "maxUnavailable" in spec:
+            drain = replicas - resolve(spec["maxUnavailable"], replicas, round_up=True)
+        else:
+            drain = resolve(spec["minAvailable"], replicas, round_up=True)
+    return {"replicas": replicas, "rollout": rollout, "drain": drain}
+
+
+def test_production_payment_never_drops_below_two_ready_pods():
+    floor = ready_floor(render("overlays/production"))
+    assert floor["replicas"] >= 3, floor
+    assert floor["rollout"] >= MIN_READY and floor["drain"] >= MIN_READY, floor
+    # ... and a drain is never blocked for good: the PDB allows one eviction at a time.
+    assert floor["drain"] < floor["replicas"], floor
+
+
+def test_the_floor_calculation_sees_a_bad_rollout_or_budget():
+    """The same calculation on worse manifests: it can fail."""
+    objects = render("overlays/production")
+    deployment = find(objects, "Deployment", "payment", "payment")
+    deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = "50%"
+    assert ready_floor(objects)["rollout"] == 2  # 3 - floor(1.5)
+    deployment["spec"]["strategy"] = {"type": "Recreate"}
+    assert ready_floor(objects)["rollout"] == 0
+    find(objects, "PodDisruptionBudget", "payment", "payment")["spec"]["maxUnavailable"] = 2
+    assert ready_floor(objects)["drain"] == 1
+    assert ready_floor(render("overlays/staging")) == {"replicas": 1, "rollout": 0, "drain": 0}
+
+
+def test_production_payment_spreads_and_drains_in_flight_charges():
+    objects = render("overlays/production")
+    pod = find(objects, "Deployment", "payment", "payment")["spec"]["template"]["spec"]
+    keys = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert set(keys) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for constraint in keys.values():
+        assert constraint["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "payment"}
+    # Never two pods of one revision on a node while others have none.
+    assert keys["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    hpa = find(objects, "HorizontalPodAutoscaler", "payment", "payment")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+    # The Service stops sending before gunicorn stops: preStop first, then SIGTERM.
+    assert containers(find(objects, "Deployment", "payment", "payment"))[0]["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+
+
+def test_production_payment_uses_the_operators_secret_and_no_volume():
+    objects = render("overlays/production")
+    deployment = find(objects, "Deployment", "payment", "payment")
+    env = {e["name"]: e for e in containers(deployment)[0]["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "payment-db-app", "key": "uri"}
+    cluster = find(objects, "Cluster", "payment-db", "payment")
+    # CloudNativePG names the application Secret <cluster>-app.
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == f"{cluster['metadata']['name']}-app"
+    assert "secretKeyRef" in env["DJANGO_SECRET_KEY"]["valueFrom"]
+    assert env["MIGRATE_ON_START"]["value"] == "false"
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert not [v for v in volumes if "persistentVolumeClaim" in v]
+
+
+def test_the_database_is_three_instances_on_three_nodes():
+    cluster = find(render("overlays/production"), "Cluster", "payment-db", "payment")
+    spec = cluster["spec"]
+    assert spec["instances"] == 3
+    assert spec["affinity"]["enablePodAntiAffinity"] is True
+    assert spec["affinity"]["podAntiAffinityType"] == "required"
+    assert spec["affinity"]["topologyKey"] == "kubernetes.io/hostname"
+    assert [c["topologyKey"] for c in spec["topologySpreadConstraints"]] == ["topology.kubernetes.io/zone"]
+    assert ":" in spec["imageName"] and not spec["imageName"].endswith(":latest")
+
+
+def test_the_migration_job_runs_the_deployed_image_and_is_no_endpoint():
+    objects = render("overlays/production")
+    job = find(objects, "Job", "payment-migrate", "payment")
+    deployment = find(objects, "Deployment", "payment", "payment")
+    assert containers(job)[0]["image"] == containers(deployment)[0]["image"]
+    # The same database and secret key as the app.
+    job_env = {e["name"]: e["valueFrom"] for e in containers(job)[0]["env"]}
+    app_env = {e["name"]: e.get("valueFrom") for e in containers(deployment)[0]["env"]}
+    for name in ("DATABASE_URL", "DJANGO_SECRET_KEY"):
+        assert job_env[name] == app_env[name], name
+    # The Service must never send a charge to a migration pod.
+    service = find(objects, "Service", "payment", "payment")
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= labels.items()
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_stateful_object_survives_prune_and_deletion(env):
+    objects = render(f"overlays/{env}")
+    # payment's namespace and what is in it (Antaeus keeps no data: it reseeds at every start).
+    stateful = [o for o in objects if o["kind"] in STATEFUL_KINDS
+                and "payment" in (o["metadata"]["name"], o["metadata"].get("namespace"))]
+    expected = {"Namespace"} | ({"Cluster"} if env == "production" else {"PersistentVolumeClaim"})
+    assert {o["kind"] for o in stateful} == expected
+    for obj in stateful:
+        where = f"{env}: {obj['kind']}/{obj['metadata']['name']}"
+        annotations = obj["metadata"].get("annotations", {})
+        assert annotations.get(FLUX_KEEP[0]) == FLUX_KEEP[1], where
+        options = annotations.get(ARGO_OPTIONS, "").split(",")
+        assert {"Prune=false", "Delete=false"} <= set(options), where
+
+
+def _render_with(resource: str, component: str, namespace: str) -> list[dict]:
+    """Render `resource` with `component` switched on, as a user's overlay would."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rel = os.path.relpath(REPO, tmp)
+        pathlib.Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "namespace": namespace,
+            "resources": [f"{rel}/{resource}"],
+            "components": [f"{rel}/{component}"],
+        }))
+        run = subprocess.run([kubectl(), "kustomize", tmp], capture_output=True, text=True, check=False)
+    assert run.returncode == 0 and not run.stderr.strip(), run.stderr
+    return [d for d in yaml.safe_load_all(run.stdout) if d]
+
+
+def test_backup_component_archives_wal_and_schedules_base_backups():
+    objects = _render_with("overlays/production/payment-database", "components/backup", "payment")
+    cluster = find(objects, "Cluster", "payment-db", "payment")
+    store = find(objects, "ObjectStore", "payment-db-backups", "payment")
+    schedule = find(objects, "ScheduledBackup", "payment-db-daily", "payment")
+    [plugin] = cluster["spec"]["plugins"]
+    assert plugin["isWALArchiver"] is True
+    assert plugin["parameters"]["barmanObjectName"] == store["metadata"]["name"]
+    assert schedule["spec"]["cluster"]["name"] == "payment-db"
+    assert schedule["spec"]["method"] == "plugin"
+    assert schedule["spec"]["pluginConfiguration"]["name"] == plugin["name"]
+    assert len(schedule["spec"]["schedule"].split()) == 6, "CloudNativePG's cron has seconds"
+    assert store["metadata"]["annotations"][FLUX_KEEP[0]] == FLUX_KEEP[1]
+    # The values a user must fill in are visibly placeholders, and no secret is inline.
+    assert "CHANGE-ME" in store["spec"]["configuration"]["destinationPath"]
+    for ref in store["spec"]["configuration"]["s3Credentials"].values():
+        assert set(ref) == {"name", "key"}
+
+
+def test_a_staging_overlay_switched_to_postgres_renders_like_production():
+    """docs/deploy.md's recipe: the component on overlays/staging/payment."""
+    objects = _render_with("overlays/staging/payment", "components/postgres", "payment")
+    staged, produced = ready_floor(objects), ready_floor(render("overlays/production"))
+    assert staged == produced
+    deployment = find(objects, "Deployment", "payment", "payment")
+    names = {e["name"] for e in containers(deployment)[0]["env"]}
+    assert {"DATABASE_URL", "DJANGO_SECRET_KEY", "MIGRATE_ON_START"} <= names
+
+
+def test_the_database_part_carries_the_recommended_labels():
+    expected = {"app.kubernetes.io/part-of": "antaeus-billing", "app.kubernetes.io/managed-by": "kustomize",
+                "app.kubernetes.io/instance": "payment-production"}
+    for obj in render("overlays/production/payment-database"):
+        labelled = [obj["metadata"]] + ([obj["spec"]["template"]["metadata"]] if obj["kind"] == "Job" else [])
+        for meta in labelled:
+            labels = meta.get("labels", {})
+            assert expected.items() <= labels.items(), (obj["kind"], labels)
+            assert labels["app.kubernetes.io/name"] and labels["app.kubernetes.io/component"], labels
+
+
+def test_probes_mean_the_same_on_both_database_modes():
+    """components/postgres changes how payment runs, not what its probes ask."""
+    def probes(env):
+        container = containers(find(render(f"overlays/{env}"), "Deployment", "payment", "payment"))[0]
+        return {name: container[name] for name in ("startupProbe", "readinessProbe", "livenessProbe")}
+
+    assert probes("staging") == probes("production")
