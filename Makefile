@@ -16,8 +16,14 @@ RUN_ENV = DATABASE_PATH="$${DATABASE_PATH:-$(CURDIR)/var/payment.sqlite3}" \
 
 .PHONY: run test stress bench check-kubectl clean
 
-$(VENV)/.installed: pyproject.toml scripts/requirements.py
+# What serving needs (make run), then the test tools on top (make test, stress, bench).
+$(VENV)/.installed-run: pyproject.toml scripts/requirements.py
 	$(PYTHON) -m venv $(VENV)
+	$(PY) scripts/requirements.py > $(VENV)/requirements-run.txt
+	$(VENV)/bin/pip install --quiet -r $(VENV)/requirements-run.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-run
 	$(PY) scripts/requirements.py test > $(VENV)/requirements.txt
 	$(VENV)/bin/pip install --quiet -r $(VENV)/requirements.txt
 	touch $@
@@ -28,9 +34,8 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 	touch $@
 
 ## run: serve the payment service on http://127.0.0.1:8000 (SQLite in var/)
-run: $(VENV)/.installed
-	$(RUN_ENV) ./scripts/entrypoint python manage.py collectstatic --noinput --verbosity 0
-	$(RUN_ENV) ./scripts/entrypoint
+run: $(VENV)/.installed-run
+	$(RUN_ENV) COLLECTSTATIC_ON_START=true ./scripts/entrypoint
 
 check-kubectl:
 	@command -v kubectl >/dev/null 2>&1 || { \

@@ -57,14 +57,28 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # gunicorn's logger, minus building the access-log line for every request when it is off.
 logger_class = "payment_project.gunicorn_logging.Logger"
+
+
+def _drop_listening_without_address(record) -> bool:
+    """With reuse_port the master holds no socket and would log "Listening at:  (<pid>)";
+    when_ready below logs the configured address instead."""
+    return not (record.msg == "Listening at: %s (%s)" and record.args and not record.args[0])
+
+
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": JSON_FORMATTER},
+    "filters": {"listening": {"()": lambda: _drop_listening_without_address}},
     # gunicorn's own logger setup expects these two handler names.
     "handlers": {"console": STDOUT_HANDLER, "error_console": STDOUT_HANDLER},
     "loggers": {
-        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
+        "gunicorn.error": {
+            "level": loglevel.upper(),
+            "handlers": ["error_console"],
+            "filters": ["listening"],
+            "propagate": False,
+        },
         "gunicorn.access": {
             "level": "INFO" if accesslog else "WARNING",
             "handlers": ["console"],
@@ -80,7 +94,11 @@ def pre_fork(server, worker):
     gc.freeze()
 
 
+def when_ready(server):
+    """The master says where it serves: the configured bind (the workers open the sockets)."""
+    server.log.info("Listening at: %s", ", ".join(f"http://{address}" for address in server.cfg.bind))
+
+
 def post_worker_init(worker):
-    """With reuse_port the master holds no socket and logs "Listening at:" with no
-    address; each worker says what it bound."""
+    """Each worker says what it bound (with reuse_port, each opens its own socket)."""
     worker.log.info("Worker listening at: %s", ", ".join(str(sock) for sock in worker.sockets))
