@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.browser import Browser
 from tests.server import (
     ANTAEUS_BODY,
     REPO,
@@ -290,3 +291,29 @@ def test_the_documented_gunicorn_limits_are_the_configured_ones():
         assert f"over {config['limit_request_line']} bytes (`limit_request_line`" in section
         assert f"more than {config['limit_request_fields']} header fields (`limit_request_fields`)" in section
         assert f"one over {config['limit_request_field_size']} bytes (`limit_request_field_size`)" in section
+
+
+def test_swagger_ui_try_it_out_charges_as_a_person_would(server):
+    """Headless Chromium opens /api/docs/, clicks "Try it out" then "Execute" on the charge,
+    and reads the answer Swagger UI shows: the prefilled example is a charge the server takes."""
+    browser = Browser()
+    try:
+        browser.open(f"http://localhost:{server.port}/api/docs/")
+        browser.wait_for("!!document.querySelector('.opblock-summary')")
+        browser.evaluate("document.querySelector('.opblock-summary-control').click()")
+        browser.wait_for("!!document.querySelector('.try-out__btn')")
+        # The error examples show the server's real bodies, not a schema-made placeholder.
+        responses = browser.wait_for("document.querySelector('.responses-wrapper')?.innerText")
+        assert "additionalProp1" not in responses and "validation_error" in responses, responses
+        browser.evaluate("document.querySelector('.try-out__btn').click()")
+        prefilled = browser.wait_for("document.querySelector('textarea.body-param__text')?.value")
+        assert json.loads(prefilled) == json.loads(ANTAEUS_BODY)
+        browser.evaluate("document.querySelector('.btn.execute').click()")
+        status = browser.wait_for("document.querySelector('.live-responses-table tbody .response-col_status')?.innerText")
+        shown = browser.evaluate("document.querySelector('.live-responses-table tbody .response-col_description pre')"
+                                 "?.innerText")
+    finally:
+        browser.close()
+    assert status.strip() == "201", (status, shown)
+    answer = json.loads(shown)
+    assert answer["customer_id"] == 1 and answer["value"] == "301.99" and isinstance(answer["result"], bool)
