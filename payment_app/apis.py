@@ -1,7 +1,6 @@
 """The HTTP API. Views are thin: validate, call the service, serialize."""
 
 from drf_spectacular.utils import (
-    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
@@ -12,7 +11,6 @@ from rest_framework.exceptions import UnsupportedMediaType, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from payment_app import errors
 from payment_app.fields import AmountField, CurrencyField, StrictIntegerField
 from payment_app.models import (
     AMOUNT_DECIMAL_PLACES,
@@ -21,6 +19,7 @@ from payment_app.models import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     ChargeAttempt,
 )
+from payment_app.openapi import EXAMPLES, IDEMPOTENCY_KEY_SCHEMA
 from payment_app.parsers import refuse_chunked
 from payment_app.services import charge_attempt_create
 
@@ -52,76 +51,6 @@ def _shallow_copy(field: serializers.Field) -> serializers.Field:
     clone = object.__new__(type(field))
     clone.__dict__.update(field.__dict__)
     return clone
-
-
-# Printable ASCII without surrounding spaces: HTTP strips a header value's leading and
-# trailing whitespace, so the server never sees them, and a key of spaces arrives empty.
-IDEMPOTENCY_KEY_SCHEMA = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
-    "pattern": f"^[!-~](?:[ -~]{{0,{IDEMPOTENCY_KEY_MAX_LENGTH - 2}}}[!-~])?$",
-}
-
-# The examples Swagger UI shows. The first request example is what "Try it out" fills in:
-# a charge the server accepts (a small customer id: JavaScript rounds large integers).
-# The error examples are the bodies the server writes (tests/service/test_schema.py).
-REQUEST_EXAMPLES = [
-    OpenApiExample(
-        "Stock Antaeus", value={"currency": {}, "customer_id": 1, "value": 301.99}, request_only=True
-    ),
-    OpenApiExample("With a currency code", value={"currency": "EUR", "customer_id": 2, "value": 120.5},
-                   request_only=True),
-]
-ERROR_EXAMPLES = {
-    "400": {
-        "validation_error": errors.error_body(
-            "validation_error",
-            "customer_id: Must be a JSON integer such as 1 (not a string, boolean or fraction). "
-            "value: At most 2 decimal places.",
-            {
-                "customer_id": ["Must be a JSON integer such as 1 (not a string, boolean or fraction)."],
-                "value": ["At most 2 decimal places."],
-            },
-        ),
-        "parse_error": errors.error_body(
-            "parse_error",
-            "The request body is not valid JSON: Expecting value: line 1 column 30 (char 29)",
-        ),
-    },
-    "408": {"request_timeout": errors.error_body("request_timeout", str(errors.RequestTimeout(5).detail))},
-    "411": {"length_required": errors.error_body("length_required", str(errors.LengthRequired.default_detail))},
-    "413": {"payload_too_large": errors.error_body("payload_too_large", str(errors.PayloadTooLarge(4096).detail))},
-    "415": {
-        "unsupported_media_type": errors.error_body(
-            "unsupported_media_type", 'Unsupported media type "text/plain" in request.'
-        )
-    },
-    "422": {"idempotency_key_reused": errors.error_body(
-        "idempotency_key_reused", str(errors.IdempotencyKeyReused.default_detail))},
-    "503": {"storage_unavailable": errors.error_body(
-        "storage_unavailable", str(errors.StorageUnavailable.default_detail))},
-}
-RESPONSE_EXAMPLES = [
-    OpenApiExample(
-        "Charged",
-        value={"id": 1, "created_at": "2026-11-24T06:57:47.483286Z", "customer_id": 1, "value": "301.99",
-               "currency": None, "result": True},
-        response_only=True,
-        status_codes=["201"],
-    ),
-    OpenApiExample(
-        "Declined",
-        value={"id": 2, "created_at": "2026-11-24T06:57:47.512113Z", "customer_id": 2, "value": "120.50",
-               "currency": "EUR", "result": False},
-        response_only=True,
-        status_codes=["201"],
-    ),
-] + [
-    OpenApiExample(code, value=body, response_only=True, status_codes=[status_code])
-    for status_code, bodies in ERROR_EXAMPLES.items()
-    for code, body in bodies.items()
-]
 
 
 class ChargeCreateApi(APIView):
@@ -157,7 +86,7 @@ class ChargeCreateApi(APIView):
         operation_id="charge_create",
         tags=["charges"],
         request=InputSerializer,
-        examples=REQUEST_EXAMPLES + RESPONSE_EXAMPLES,
+        examples=EXAMPLES,
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",

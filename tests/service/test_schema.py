@@ -6,7 +6,7 @@ import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
-from payment_app import apis
+from payment_app import openapi
 from payment_app.models import ChargeAttempt
 from tests.service.conftest import ANTAEUS_BODY, assert_error, post_raw
 
@@ -102,4 +102,4 @@ def test_idempotency_conflict_example_is_real(schema, api_client):
 def test_every_documented_error_status_has_an_example(schema):
     for status, response in operation(schema)["responses"].items():
         assert response["content"]["application/json"].get("examples"), status
-    assert set(apis.ERROR_EXAMPLES) == {s for s in operation(schema)["responses"] if s != "201"}
+    assert set(openapi.ERROR_EXAMPLES) == {s for s in operation(schema)["responses"] if s != "201"}
