@@ -9,6 +9,13 @@ import tempfile
 
 from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER
 
+
+def _drop_listening_without_address(record) -> bool:
+    """With reuse_port the master holds no socket and would log "Listening at:  (<pid>)";
+    when_ready below logs the configured address instead."""
+    return not (record.msg == "Listening at: %s (%s)" and record.args and not record.args[0])
+
+
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gthread keeps connections alive between Antaeus's sequential charges (the sync worker
@@ -57,14 +64,6 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # gunicorn's logger, minus building the access-log line for every request when it is off.
 logger_class = "payment_project.gunicorn_logging.Logger"
-
-
-def _drop_listening_without_address(record) -> bool:
-    """With reuse_port the master holds no socket and would log "Listening at:  (<pid>)";
-    when_ready below logs the configured address instead."""
-    return not (record.msg == "Listening at: %s (%s)" and record.args and not record.args[0])
-
-
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
