@@ -16,8 +16,14 @@ RUN_ENV = DATABASE_PATH="$${DATABASE_PATH:-$(CURDIR)/var/payment.sqlite3}" \
 
 .PHONY: run test stress bench check-kubectl clean
 
-$(VENV)/.installed: pyproject.toml scripts/requirements.py
+# What serving needs (make run), then the test tools on top (make test, stress, bench).
+$(VENV)/.installed-run: pyproject.toml scripts/requirements.py
 	$(PYTHON) -m venv $(VENV)
+	$(PY) scripts/requirements.py > $(VENV)/requirements-run.txt
+	$(VENV)/bin/pip install --quiet -r $(VENV)/requirements-run.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-run
 	$(PY) scripts/requirements.py test > $(VENV)/requirements.txt
 	$(VENV)/bin/pip install --quiet -r $(VENV)/requirements.txt
 	touch $@
@@ -28,9 +34,8 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 	touch $@
 
 ## run: serve the payment service on http://127.0.0.1:8000 (SQLite in var/)
-run: $(VENV)/.installed
-	$(RUN_ENV) ./scripts/entrypoint python manage.py collectstatic --noinput --verbosity 0
-	$(RUN_ENV) ./scripts/entrypoint
+run: $(VENV)/.installed-run
+	$(RUN_ENV) COLLECTSTATIC_ON_START=true ./scripts/entrypoint
 
 check-kubectl:
 	@command -v kubectl >/dev/null 2>&1 || { \
@@ -41,10 +46,11 @@ check-kubectl:
 ## test: every test: the service on SQLite and on PostgreSQL (Django test client and real gunicorn) and the manifests
 # The second run repeats the service suite with PostgreSQL as the store
 # (PAYMENT_TEST_POSTGRES_URL, default the local server); it fails with a message when
-# PostgreSQL cannot be reached.
+# PostgreSQL cannot be reached. (The `postgresql`-marked tests bring their own databases
+# and ran in the first pass already.)
 test: $(VENV)/.installed $(CHECKOV_VENV)/.installed check-kubectl
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -m "not stress"
-	PAYMENT_TEST_BACKEND=postgresql $(PY) -m pytest -m "not stress" tests/service
+	PAYMENT_TEST_BACKEND=postgresql $(PY) -m pytest -m "not stress and not postgresql" tests/service
 
 ## stress: the slow reliability runs against the real server (concurrency, crash, shutdown), on SQLite and PostgreSQL
 stress: $(VENV)/.installed

@@ -9,6 +9,13 @@ import tempfile
 
 from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER
 
+
+def _drop_listening_without_address(record) -> bool:
+    """With reuse_port the master holds no socket and would log "Listening at:  (<pid>)";
+    when_ready below logs the configured address instead."""
+    return not (record.msg == "Listening at: %s (%s)" and record.args and not record.args[0])
+
+
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gthread keeps connections alive between Antaeus's sequential charges (the sync worker
@@ -59,10 +66,16 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": JSON_FORMATTER},
+    "filters": {"listening": {"()": lambda: _drop_listening_without_address}},
     # gunicorn's own logger setup expects these two handler names.
     "handlers": {"console": STDOUT_HANDLER, "error_console": STDOUT_HANDLER},
     "loggers": {
-        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
+        "gunicorn.error": {
+            "level": loglevel.upper(),
+            "handlers": ["error_console"],
+            "filters": ["listening"],
+            "propagate": False,
+        },
         "gunicorn.access": {
             "level": "INFO" if accesslog else "WARNING",
             "handlers": ["console"],
@@ -78,7 +91,11 @@ def pre_fork(server, worker):
     gc.freeze()
 
 
+def when_ready(server):
+    """The master says where it serves: the configured bind (the workers open the sockets)."""
+    server.log.info("Listening at: %s", ", ".join(f"http://{address}" for address in server.cfg.bind))
+
+
 def post_worker_init(worker):
-    """With reuse_port the master holds no socket and logs "Listening at:" with no
-    address; each worker says what it bound."""
+    """Each worker says what it bound (with reuse_port, each opens its own socket)."""
     worker.log.info("Worker listening at: %s", ", ".join(str(sock) for sock in worker.sockets))

@@ -6,10 +6,24 @@ from payment_app.models import ChargeAttempt
 from payment_app.selectors import charge_attempt_success_share
 
 
+UNKNOWN_CURRENCY = "unknown"
+
+
+class CurrencyListFilter(admin.AllValuesFieldListFilter):
+    """"By currency", with the unknown currency (stored empty: what stock Antaeus sends)
+    labelled as the list column shows it, not as an invisible empty entry."""
+
+    def choices(self, changelist):
+        for choice in super().choices(changelist):
+            if choice["display"] == "":
+                choice = {**choice, "display": UNKNOWN_CURRENCY}
+            yield choice
+
+
 @admin.register(ChargeAttempt)
 class ChargeAttemptAdmin(admin.ModelAdmin):
     list_display = ["id", "created_at", "customer_id", "amount", "currency_display", "succeeded"]
-    list_filter = ["succeeded", "currency", ("created_at", admin.DateFieldListFilter)]
+    list_filter = ["succeeded", ("currency", CurrencyListFilter), ("created_at", admin.DateFieldListFilter)]
     date_hierarchy = "created_at"
     # "=" is an exact match: ids and customer numbers are not substrings.
     search_fields = ["=id", "=customer_id", "=idempotency_key"]
@@ -19,7 +33,7 @@ class ChargeAttemptAdmin(admin.ModelAdmin):
 
     @admin.display(description="currency", ordering="currency")
     def currency_display(self, obj: ChargeAttempt) -> str:
-        return obj.currency or "unknown"
+        return obj.currency or UNKNOWN_CURRENCY
 
     def has_add_permission(self, request):
         return False

@@ -19,12 +19,14 @@ from payment_app.models import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     ChargeAttempt,
 )
+from payment_app.openapi import EXAMPLES, IDEMPOTENCY_KEY_SCHEMA
+from payment_app.parsers import refuse_chunked
 from payment_app.services import charge_attempt_create
 
 
 @extend_schema_serializer(component_name="Error")
 class ErrorSerializer(serializers.Serializer):
-    result = serializers.BooleanField(default=False)
+    result = serializers.BooleanField(help_text="Always false: nothing was charged")
     error = serializers.CharField()
     reason = serializers.CharField()
     fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
@@ -60,20 +62,28 @@ class ChargeCreateApi(APIView):
 
     @extend_schema(
         operation_id="charge_create",
+        tags=["charges"],
         request=InputSerializer,
+        examples=EXAMPLES,
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
                 location=OpenApiParameter.HEADER,
                 required=False,
+                type=IDEMPOTENCY_KEY_SCHEMA,
                 description="Retry-safe key (1-255 printable ASCII characters): a repeat with the "
                 "same parameters replays the first response; other parameters are refused.",
             )
         ],
         responses={
             201: OutputSerializer,
-            400: OpenApiResponse(ErrorSerializer, description="Invalid request, or a body cut short (incomplete_body)"),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="Invalid request (validation_error), not JSON (parse_error), or a body cut "
+                "short (incomplete_body)",
+            ),
             408: OpenApiResponse(ErrorSerializer, description="Body not received within PAYMENT_BODY_READ_TIMEOUT_SECONDS"),
+            411: OpenApiResponse(ErrorSerializer, description="A chunked body, without Content-Length"),
             413: OpenApiResponse(ErrorSerializer, description="Body over the size limit"),
             415: OpenApiResponse(ErrorSerializer, description="Not application/json"),
             422: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with other parameters"),
@@ -85,6 +95,7 @@ class ChargeCreateApi(APIView):
     def post(self, request):
         if not request.content_type:
             raise UnsupportedMediaType("", detail="Send the charge as Content-Type: application/json.")
+        refuse_chunked(request)
         idempotency_key = _idempotency_key(request)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -33,6 +33,14 @@ class RequestTimeout(exceptions.APIException):
         super().__init__(f"The request body did not arrive within {seconds:g} seconds; nothing was charged.")
 
 
+class LengthRequired(exceptions.APIException):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_code = "length_required"
+    default_detail = (
+        "Send the charge with a Content-Length header; chunked request bodies are not accepted."
+    )
+
+
 class IdempotencyKeyReused(exceptions.APIException):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
     default_code = "idempotency_key_reused"

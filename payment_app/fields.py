@@ -30,7 +30,17 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-@extend_schema_field({"type": "number", "exclusiveMinimum": 0, "maximum": float(AMOUNT_MAX), "multipleOf": 0.01, "example": 301.99})
+# OpenAPI 3.0 spelling: exclusiveMinimum is a boolean beside minimum (a number only in 3.1).
+@extend_schema_field(
+    {
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": float(AMOUNT_MAX),
+        "multipleOf": float(CENT),
+        "example": 301.99,
+    }
+)
 class AmountField(serializers.Field):
     """A positive JSON number with at most two decimal places, kept exact as a Decimal.
 
@@ -65,11 +75,19 @@ class AmountField(serializers.Field):
 
 @extend_schema_field(
     {
+        # The codes the server takes, not just any three letters, so a generated client
+        # or a fuzzer knows which codes are currencies. `null` sits in the object branch:
+        # in OpenAPI 3.0 `nullable` only widens a schema that has a `type`.
         "oneOf": [
-            {"type": "string", "pattern": "^[A-Z]{3}$", "example": "EUR"},
-            {"type": "object", "maxProperties": 0, "description": "unknown (stock Antaeus)"},
+            {"type": "string", "enum": sorted(ISO_4217_CODES), "example": "EUR"},
+            {
+                "type": "object",
+                "maxProperties": 0,
+                "nullable": True,
+                "description": "unknown: {} (what stock Antaeus sends) or null",
+            },
         ],
-        "nullable": True,
+        "description": "ISO 4217 code; {}, null or absent when unknown",
     }
 )
 class CurrencyField(serializers.Field):
@@ -83,8 +101,14 @@ class CurrencyField(serializers.Field):
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
         kwargs.setdefault("allow_null", True)
-        kwargs.setdefault("default", "")
         super().__init__(**kwargs)
+
+    def get_default(self):
+        # Absent means unknown. Not a declared `default`: the schema would publish "" as
+        # the default, a value its own oneOf refuses.
+        if getattr(self.root, "partial", False):
+            return super().get_default()
+        return ""
 
     def validate_empty_values(self, data):
         if data is None:

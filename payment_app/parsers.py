@@ -13,10 +13,11 @@ import time
 from decimal import Decimal
 
 from django.conf import settings
+from django.utils.http import parse_header_parameters
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
-from payment_app.errors import PayloadTooLarge, RequestTimeout
+from payment_app.errors import LengthRequired, PayloadTooLarge, RequestTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,50 @@ def _parse_float(token: str) -> Decimal:
 
 def _refuse_constant(token: str):
     raise ValueError(f"{token} is not a JSON number")
+
+
+class DuplicateMember(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose member names are unique (RFC 8259 says they SHOULD be).
+
+    Parsers disagree on which of two values wins, so a proxy or a log that keeps the first
+    would see another charge than the one made: refuse instead of picking one.
+    """
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        name = next(name for name, _ in pairs if name in seen or seen.add(name))
+        raise DuplicateMember(name)
+    return obj
+
+
+def _declared_charset(media_type: str | None) -> str | None:
+    """The charset parameter of the Content-Type, if any, as given."""
+    if not media_type:
+        return None
+    _, params = parse_header_parameters(media_type)
+    return params.get("charset")
+
+
+def _is_utf8(charset: str) -> bool:
+    try:
+        return codecs.lookup(charset).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def refuse_chunked(request) -> None:
+    """A body without a Content-Length (Transfer-Encoding: chunked) is refused with 411.
+
+    Django reads a request body only as far as its Content-Length, so a chunked body
+    would look empty and earn a misleading "field is required". Antaeus always sends a
+    Content-Length.
+    """
+    if request.META.get("HTTP_TRANSFER_ENCODING") and not request.META.get("CONTENT_LENGTH"):
+        raise LengthRequired()
 
 
 class _ReadDeadlines:
@@ -105,8 +150,9 @@ def _read_body(stream, size: int, request) -> tuple[bytes, bool]:
 class StrictJSONParser(BaseParser):
     """application/json only, bounded in size and read time, fractions parsed as Decimal.
 
-    NaN and Infinity are refused (they are not JSON), as are bodies nested too deeply
-    for Python's parser and integers too long for its int conversion limit. A body
+    NaN and Infinity are refused (they are not JSON), as are objects naming a member
+    twice, bodies in another charset than UTF-8, bodies nested too deeply for Python's
+    parser and integers too long for its int conversion limit. A body
     that does not arrive within PAYMENT_BODY_READ_TIMEOUT_SECONDS is answered 408; one
     that ends before its Content-Length (the client half-closed) is answered 400.
     """
@@ -132,13 +178,24 @@ class StrictJSONParser(BaseParser):
                 "Content-Length announced.",
                 code="incomplete_body",
             )
-        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        # JSON between systems is UTF-8 (RFC 8259, section 8.1); a body declared in another
+        # charset is refused, not decoded, whatever it holds.
+        charset = _declared_charset(media_type)
+        if charset is not None and not _is_utf8(charset):
+            raise ParseError(f"The request body must be UTF-8 JSON, not charset={charset[:32]}.")
         try:
-            text = codecs.decode(raw, encoding)
-            return json.loads(text, parse_float=_parse_float, parse_constant=_refuse_constant)
+            text = raw.decode("utf-8")
+            return json.loads(
+                text,
+                parse_float=_parse_float,
+                parse_constant=_refuse_constant,
+                object_pairs_hook=_object_without_duplicates,
+            )
         except UnicodeDecodeError:
-            raise ParseError(f"The request body is not valid {encoding} text.") from None
+            raise ParseError("The request body is not valid UTF-8 text.") from None
         except RecursionError:
             raise ParseError("The JSON body is nested too deeply.") from None
+        except DuplicateMember as exc:
+            raise ParseError(f"The JSON body names the member {str(exc)[:64]!r} more than once.") from None
         except ValueError as exc:
             raise ParseError(f"The request body is not valid JSON: {exc}") from None

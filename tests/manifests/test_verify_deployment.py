@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from tests.kube import REPO
+from tests.kube import REPO, find, render, render_text
 
 pytestmark = pytest.mark.manifests
 
@@ -212,3 +212,93 @@ def test_script_is_an_executable_stdlib_only_tool():
     assert imported <= sys.stdlib_module_names | {"__future__"}, imported - sys.stdlib_module_names
     result = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "--pay-calls" in result.stdout
+
+
+# --- The success rate per environment, and the share a user should expect ---------------------
+
+SEED_PAID, SEED_PENDING = 2, 8  # stock Antaeus's seed data: ids 1 and 6 of 10 are PAID
+
+
+def readme_formula(p: float) -> float:
+    """The README's formula for one pay call: (2 + p + p^2 + ... + p^8) / 10."""
+    return (2 + sum(p**k for k in range(1, 9))) / 10
+
+
+def configured_rate(overlay: str) -> float:
+    config = next(o for o in render(overlay) if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("payment-config"))
+    return float(config["data"]["PAYMENT_SUCCESS_RATE"])
+
+
+def test_staging_gives_about_half_paid_after_one_pay_call():
+    """Pleo's acceptance check calls pay once and expects roughly half PAID: staging, the
+    environment deployed to be checked, is set so that this holds on average."""
+    rate = configured_rate("overlays/staging/payment")
+    share = load_script().expected_paid_share(paid=SEED_PAID, pending=SEED_PENDING, success_rate=rate, pay_calls=1)
+    assert share == pytest.approx(readme_formula(rate))
+    assert share == pytest.approx(0.5, abs=0.005), (rate, share)
+
+
+def test_service_default_and_production_stay_at_one_half():
+    from django.conf import settings
+
+    assert configured_rate("overlays/production/payment") == 0.5
+    assert configured_rate("base/payment") == 0.5
+    # The setting's own default (the test environment does not set the variable).
+    assert "PAYMENT_SUCCESS_RATE" not in os.environ
+    assert settings.PAYMENT_SUCCESS_RATE == 0.5
+
+
+def test_reads_the_rate_from_the_overlay_and_prints_the_spread(antaeus):
+    server = antaeus([True, True, True, False])
+    result = run(server.url, "--overlay", str(REPO / "overlays/staging"))
+    assert result.returncode == 0, result.stderr
+    assert "expected:      50% on average at success rate 0.775 after 1 pay call(s)" in result.stdout
+    assert "success rate:  0.775 (PAYMENT_SUCCESS_RATE in " in result.stdout
+    # One call at 0.775: 22.5% of runs stop at the first invoice (20% PAID), 13% pay all 8.
+    assert "spread:        with 8 pending invoices one run is coarse: standard deviation 27 points; " \
+        "8 runs in 10 end between 20% and 100% PAID" in result.stdout
+
+
+def test_reads_the_rate_from_rendered_manifests_on_stdin(antaeus):
+    server = antaeus([False])
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), server.url, "--manifests", "-"],
+        input=render_text("overlays/production"), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "expected:      30% on average at success rate 0.5 after 1 pay call(s)" in result.stdout
+    assert "success rate:  0.5 (PAYMENT_SUCCESS_RATE in standard input)" in result.stdout
+    assert "standard deviation 14 points; 8 runs in 10 end between 20% and 50% PAID" in result.stdout
+
+
+def test_rate_in_a_container_env_is_read_and_conflicts_are_refused(tmp_path):
+    script = load_script()
+    env_form = "env:\n  - name: PAYMENT_SUCCESS_RATE\n    value: \"0.6\"\n"
+    assert script.success_rate_from_manifests(env_form, "x") == 0.6
+    both = env_form + "data:\n  PAYMENT_SUCCESS_RATE: \"0.7\"\n"
+    with pytest.raises(ValueError, match="different values: 0.6, 0.7"):
+        script.success_rate_from_manifests(both, "x")
+    (tmp_path / "none.yaml").write_text("kind: ConfigMap\n")
+    result = run("http://127.0.0.1:9", "--manifests", str(tmp_path / "none.yaml"))
+    assert result.returncode == 2 and "sets no PAYMENT_SUCCESS_RATE" in result.stderr
+
+
+def test_spread_matches_a_simulation_of_the_pay_run():
+    """The spread the script prints, against Antaeus's pay loop played 20,000 times."""
+    import random
+
+    script = load_script()
+    rng = random.Random(14)
+    shares = []
+    for _ in range(20_000):
+        paid = SEED_PAID
+        for _invoice in range(SEED_PENDING):
+            if rng.random() >= 0.775:
+                break
+            paid += 1
+        shares.append(paid / 10)
+    mean = sum(shares) / len(shares)
+    deviation = (sum((s - mean) ** 2 for s in shares) / len(shares)) ** 0.5
+    spread = script.paid_share_spread(paid=SEED_PAID, pending=SEED_PENDING, success_rate=0.775, pay_calls=1)
+    assert mean == pytest.approx(0.5, abs=0.01)
+    assert spread.deviation == pytest.approx(deviation, abs=0.01)

@@ -1,6 +1,7 @@
 """The admin: attempts listed, filtered, searched, summarised, and never editable."""
 
 import datetime
+import re
 from decimal import Decimal
 
 import pytest
@@ -64,6 +65,18 @@ def test_list_shows_attempts_and_the_success_share(admin, attempts):
 def test_filters_and_search(admin, attempts, query, expected):
     response = admin.get(f"{LIST_URL}?{query}")
     assert listed_ids(response) == sorted(attempts[i].pk for i in expected)
+
+
+def test_currency_filter_labels_the_unknown_currency(admin, attempts):
+    """Stock Antaeus always sends {}: its entry in "By currency" must be visible."""
+    page = admin.get(LIST_URL).content.decode()
+    by_currency = page[page.index("By currency"):]
+    by_currency = by_currency[: by_currency.index("</ul>")]
+    assert re.search(r'<a href="\?currency=">\s*unknown\s*</a>', by_currency), by_currency
+    for code in ("EUR", "DKK"):
+        assert re.search(rf'<a href="\?currency={code}">\s*{code}\s*</a>', by_currency), by_currency
+    # The entry filters as it says.
+    assert listed_ids(admin.get(f"{LIST_URL}?currency=")) == [attempts[0].pk]
 
 
 def test_date_filter_and_share_follow_the_filter(admin, attempts):

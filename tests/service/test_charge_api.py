@@ -121,6 +121,10 @@ BAD_BODIES = [
     ("customer-huge", '{"customer_id":' + "9" * 4000 + ',"value":10}', "validation_error", "customer_id"),
     ("deep-nesting", '{"customer_id":1,"value":10,"x":' + "[" * 1500 + "]" * 1500 + "}", "parse_error", None),
     ("not-utf8", b'{"customer_id":1,"value":10,"currency":"\xff"}', "parse_error", None),
+    # A member named twice: parsers disagree on which value wins, so none is picked.
+    ("duplicate-value", '{"customer_id":1,"value":1,"value":999}', "parse_error", None),
+    ("duplicate-nested", '{"customer_id":1,"value":1,"x":{"a":1,"a":2}}', "parse_error", None),
+    ("utf16-bom", '{"customer_id":1,"value":10}'.encode("utf-16"), "parse_error", None),
 ]
 
 
@@ -131,6 +135,34 @@ def test_bad_body_is_refused_with_reason_and_nothing_stored(api_client, body, er
         assert field in answer["fields"], answer
         assert field in answer["reason"]
     assert ChargeAttempt.objects.count() == 0
+
+
+def test_duplicate_member_is_named_in_the_reason(api_client):
+    answer = assert_error(post_raw(api_client, '{"customer_id":1,"value":1,"value":999}'), 400, "parse_error")
+    assert "'value' more than once" in answer["reason"]
+
+
+@pytest.mark.parametrize(
+    "charset, body",
+    [
+        ("latin-1", b'{"customer_id":1,"value":10,"currency":"EUR"}'),
+        ("iso-8859-1", b'{"customer_id":1,"value":10}'),
+        ("utf-16", '{"customer_id":1,"value":10}'.encode("utf-16")),
+        ("utf-16le", '{"customer_id":1,"value":10}'.encode("utf-16-le")),
+        ("us-ascii", b'{"customer_id":1,"value":10}'),
+        ("no-such-charset", b'{"customer_id":1,"value":10}'),
+    ],
+)
+def test_a_declared_charset_other_than_utf8_is_refused(api_client, charset, body):
+    response = post_raw(api_client, body, content_type=f"application/json; charset={charset}")
+    answer = assert_error(response, 400, "parse_error")
+    assert "UTF-8" in answer["reason"] and charset in answer["reason"]
+    assert ChargeAttempt.objects.count() == 0
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "UTF-8", '"utf-8"', "utf8"])
+def test_utf8_may_be_declared(api_client, charset):
+    charge_ok(post_raw(api_client, ANTAEUS_BODY, content_type=f"application/json; charset={charset}"))
 
 
 def test_integer_beyond_pythons_conversion_limit_is_a_parse_error(api_client, settings):

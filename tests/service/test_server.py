@@ -1,18 +1,26 @@
 """The real server: scripts/entrypoint starting gunicorn, spoken to over raw HTTP as Antaeus does."""
 
+import json
+import re
+import os
 import signal
 from decimal import Decimal
 import socket
 import stat
+import subprocess
+import time
 
 import pytest
 
+from tests.browser import Browser
 from tests.server import (
     ANTAEUS_BODY,
+    REPO,
     TCP_ESTABLISHED,
     TCP_LISTEN,
     Server,
     antaeus_request,
+    free_port,
     read_reply,
     send_raw,
     socket_inodes,
@@ -164,3 +172,150 @@ def test_each_worker_listens_on_its_own_socket_and_connections_spread(server):
     assert all(len(own) == 1 for own in listening.values()), listening
     assert len({own[0] for own in listening.values()}) == 2  # two sockets, not one inherited
     assert sorted(len(own) for own in established.values())[0] >= 4, established  # 32 split by hash
+
+
+def test_master_logs_the_address_it_serves(server):
+    messages = [json.loads(line).get("message", "") for line in server.log().splitlines() if line.startswith("{")]
+    assert f"Listening at: http://127.0.0.1:{server.port}" in messages
+    # gunicorn's own line has no address with reuse_port (the master holds no socket).
+    assert not any(m.startswith("Listening at:  (") for m in messages), messages
+
+
+def test_make_run_installs_only_what_serving_needs_and_starts_once():
+    """As make would run on a fresh clone (-B: every target out of date), without running it."""
+    dry = subprocess.run(["make", "-n", "-B", "run"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    installs = [line for line in dry.splitlines() if "scripts/requirements.py" in line]
+    assert installs and all("requirements.py test" not in line for line in installs), dry
+    assert dry.count("scripts/entrypoint") == 1, dry
+
+
+def test_make_run_serves_through_one_start_up(tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "DATABASE_PATH": str(tmp_path / "payment.sqlite3"),
+        "DJANGO_SECRET_KEY_FILE": str(tmp_path / "secret_key"),
+        "STATIC_ROOT": str(tmp_path / "static"),
+        "DJANGO_SUPERUSER_USERNAME": "ops",
+        "DJANGO_SUPERUSER_PASSWORD": "a-long-test-password",
+    }
+    env.pop("DJANGO_SECRET_KEY", None)  # the test environment's; make run makes its own
+    log_path = tmp_path / "make-run.log"
+    with log_path.open("wb") as log:
+        make = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert make.poll() is None, log_path.read_text()
+            try:
+                if send_raw(port, b"GET /admin/login/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                            timeout=2, method="GET").status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"make run did not serve within 120 s:\n{log_path.read_text()}")
+        css = send_raw(port, b"GET /static/admin/css/base.css HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                       timeout=5, method="GET")
+        assert css.status == 200  # collected in the same start-up
+    finally:
+        os.killpg(make.pid, signal.SIGTERM)
+        make.wait(60)
+    log = log_path.read_text()
+    assert log.count("generated a new secret key file") == 1, log
+    assert log.count("Operations to perform") == 1, log  # migrations once
+    assert log.count("superuser 'ops' created") == 1, log
+    assert f"Listening at: http://127.0.0.1:{port}" in log, log
+
+
+def test_chunked_body_is_refused_with_a_clear_json_411(server):
+    with server.db() as db:
+        before = db.execute("SELECT COUNT(*) FROM payment_app_chargeattempt").fetchone()[0]
+    chunked = (
+        b"POST /api/v1/charges HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + b"%x\r\n" % len(ANTAEUS_BODY) + ANTAEUS_BODY + b"\r\n0\r\n\r\n"
+    )
+    reply = send_raw(server.port, chunked)
+    assert reply.status == 411 and reply.headers["content-type"] == "application/json"
+    body = reply.json()
+    assert body["result"] is False and body["error"] == "length_required"
+    assert "Content-Length" in body["reason"]
+    with server.db() as db:
+        assert db.execute("SELECT COUNT(*) FROM payment_app_chargeattempt").fetchone()[0] == before
+
+
+# What gunicorn refuses before Django sees the request, with its own HTML page: the exact set
+# README.md and docs/reliability.md list ("What gunicorn refuses itself").
+_HEAD = b"Host: localhost\r\nContent-Type: application/json\r\n"
+_LENGTH = b"Content-Length: %d\r\n" % len(ANTAEUS_BODY)
+GUNICORN_REFUSALS = [
+    ("lower-case-method", b"post /api/v1/charges HTTP/1.1\r\n" + _HEAD + _LENGTH + b"\r\n" + ANTAEUS_BODY, 400),
+    ("http-version", b"POST /api/v1/charges HTTP/9.9\r\n" + _HEAD + _LENGTH + b"\r\n" + ANTAEUS_BODY, 400),
+    ("garbage-line", b"hello\r\n\r\n", 400),
+    ("space-in-header-name", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + b"Bad Name: x\r\n" + _LENGTH + b"\r\n", 400),
+    ("header-without-colon", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + b"NoColon\r\n" + _LENGTH + b"\r\n", 400),
+    ("nul-in-header", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + b"X-A: a\x00b\r\n" + _LENGTH + b"\r\n", 400),
+    ("line-folding", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + b"X-A: 1\r\n  2\r\n" + _LENGTH + b"\r\n", 400),
+    ("two-lengths", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + _LENGTH + _LENGTH + b"\r\n" + ANTAEUS_BODY, 400),
+    ("signed-length", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + b"Content-Length: +46\r\n\r\n" + ANTAEUS_BODY, 400),
+    ("length-and-chunked", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + _LENGTH
+     + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("gzip-coding", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + b"Transfer-Encoding: gzip\r\n\r\n", 400),
+    ("long-request-line", b"POST /api/v1/charges?" + b"a" * 4100 + b" HTTP/1.1\r\n" + _HEAD + b"\r\n", 414),
+    ("52-headers", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD
+     + b"".join(b"X-H%d: 1\r\n" % i for i in range(49)) + _LENGTH + b"\r\n" + ANTAEUS_BODY, 431),
+    ("large-header", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + b"X-Big: " + b"a" * 8190 + b"\r\n\r\n", 431),
+    ("expect", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + b"Expect: 200-ok\r\n" + _LENGTH + b"\r\n", 417),
+]
+
+
+@pytest.mark.parametrize("raw, status", [c[1:] for c in GUNICORN_REFUSALS], ids=[c[0] for c in GUNICORN_REFUSALS])
+def test_gunicorn_refuses_malformed_http_with_its_own_page_as_documented(server, raw, status):
+    reply = send_raw(server.port, raw)
+    assert reply.status == status
+    assert reply.headers["content-type"] == "text/html" and reply.headers["connection"] == "close"
+    assert server.charge().status == 201  # the worker still serves
+
+
+def test_the_documented_gunicorn_limits_are_the_configured_ones():
+    import runpy
+
+    config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
+    statuses = {status for _, _, status in GUNICORN_REFUSALS}
+    for doc in ("README.md", "docs/reliability.md"):
+        text = (REPO / doc).read_text()
+        section = text[text.index("What gunicorn refuses itself" if doc == "README.md" else "what gunicorn refuses itself"):]
+        rows = re.findall(r"^\s*\| (\d{3}) \|", section[: section.index("\n\n", section.index("| status |"))], re.M)
+        assert set(map(int, rows)) == statuses, (doc, rows)
+        assert f"over {config['limit_request_line']} bytes (`limit_request_line`" in section
+        assert f"more than {config['limit_request_fields']} header fields (`limit_request_fields`)" in section
+        assert f"one over {config['limit_request_field_size']} bytes (`limit_request_field_size`)" in section
+
+
+def test_swagger_ui_try_it_out_charges_as_a_person_would(server):
+    """Headless Chromium opens /api/docs/, clicks "Try it out" then "Execute" on the charge,
+    and reads the answer Swagger UI shows: the prefilled example is a charge the server takes."""
+    browser = Browser()
+    try:
+        browser.open(f"http://localhost:{server.port}/api/docs/")
+        browser.wait_for("!!document.querySelector('.opblock-summary')")
+        browser.evaluate("document.querySelector('.opblock-summary-control').click()")
+        browser.wait_for("!!document.querySelector('.try-out__btn')")
+        # The error examples show the server's real bodies, not a schema-made placeholder.
+        responses = browser.wait_for("document.querySelector('.responses-wrapper')?.innerText")
+        assert "additionalProp1" not in responses and "validation_error" in responses, responses
+        browser.evaluate("document.querySelector('.try-out__btn').click()")
+        prefilled = browser.wait_for("document.querySelector('textarea.body-param__text')?.value")
+        assert json.loads(prefilled) == json.loads(ANTAEUS_BODY)
+        browser.evaluate("document.querySelector('.btn.execute').click()")
+        status = browser.wait_for("document.querySelector('.live-responses-table tbody .response-col_status')?.innerText")
+        shown = browser.evaluate("document.querySelector('.live-responses-table tbody .response-col_description pre')"
+                                 "?.innerText")
+    finally:
+        browser.close()
+    assert status.strip() == "201", (status, shown)
+    answer = json.loads(shown)
+    assert answer["customer_id"] == 1 and answer["value"] == "301.99" and isinstance(answer["result"], bool)
