@@ -112,9 +112,44 @@ def test_admin_user_from_environment_is_created_once(tmp_path):
     assert "superuser 'ops' created" in first.stdout
     again = srv.run("true", extra_env=env)
     assert again.returncode == 0, again.stderr
-    assert "superuser 'ops' exists; left unchanged" in again.stdout
+    assert "superuser 'ops' exists; password unchanged" in again.stdout
     with srv.db() as db:
         assert db.execute("SELECT COUNT(*) FROM auth_user WHERE username='ops' AND is_superuser").fetchone() == (1,)
+
+
+def test_admin_password_follows_the_secret_at_the_next_start(tmp_path):
+    """The Secret's values reach the pod as environment variables at start: a new password
+    there is applied by the next start, an unchanged one leaves the stored hash as it is,
+    and no start prints either password."""
+    from django.contrib.auth.hashers import check_password
+
+    srv = Server(tmp_path)
+    old, new = "first-admin-password-9f3k", "rotated-admin-password-x81q"
+
+    def start(password: str) -> tuple[str, str]:
+        run = srv.run("true", extra_env={"DJANGO_SUPERUSER_USERNAME": "ops", "DJANGO_SUPERUSER_PASSWORD": password})
+        assert run.returncode == 0, run.stderr
+        for secret in (old, new):
+            assert secret not in run.stdout + run.stderr
+        with srv.db() as db:
+            (stored,) = db.execute("SELECT password FROM auth_user WHERE username='ops'").fetchone()
+        assert stored not in run.stdout + run.stderr
+        return run.stdout, stored
+
+    out, created = start(old)
+    assert "superuser 'ops' created" in out and check_password(old, created)
+
+    out, unchanged = start(old)
+    assert "superuser 'ops' exists; password unchanged" in out
+    assert unchanged == created, "same password: the stored hash (and its salt) is left alone"
+
+    out, rotated = start(new)
+    assert "superuser 'ops' exists; password changed" in out
+    assert check_password(new, rotated) and not check_password(old, rotated)
+
+    # A Secret without the password key never blanks or replaces the real one.
+    out, kept = start("")
+    assert "password unchanged" in out and kept == rotated
 
 
 @pytest.mark.parametrize(

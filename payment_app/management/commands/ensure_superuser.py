@@ -1,4 +1,4 @@
-"""Create the admin user from the environment, or leave it as it is if it exists."""
+"""Create the admin user from the environment, or bring its password up to date."""
 
 import os
 
@@ -9,7 +9,9 @@ from django.core.management.base import BaseCommand, CommandError
 class Command(BaseCommand):
     help = (
         "Create a superuser from DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_PASSWORD and "
-        "(optional) DJANGO_SUPERUSER_EMAIL. Running it again changes nothing."
+        "(optional) DJANGO_SUPERUSER_EMAIL. If the user exists, set the password when it "
+        "differs from the stored one (so changing the Secret rotates it at the next start) "
+        "and change nothing otherwise."
     )
 
     def handle(self, *args, **options):
@@ -19,10 +21,20 @@ class Command(BaseCommand):
         if not username:
             raise CommandError("DJANGO_SUPERUSER_USERNAME is not set")
         User = get_user_model()
-        if User.objects.filter(**{User.USERNAME_FIELD: username}).exists():
-            self.stdout.write(f"superuser {username!r} exists; left unchanged")
+        user = User.objects.filter(**{User.USERNAME_FIELD: username}).first()
+        if user is None:
+            if not password:
+                raise CommandError("DJANGO_SUPERUSER_PASSWORD is not set")
+            User.objects.create_superuser(username=username, email=email, password=password)
+            self.stdout.write(f"superuser {username!r} created")
             return
-        if not password:
-            raise CommandError("DJANGO_SUPERUSER_PASSWORD is not set")
-        User.objects.create_superuser(username=username, email=email, password=password)
-        self.stdout.write(f"superuser {username!r} created")
+        # An empty password never replaces a real one (a Secret without the key, say).
+        # check_password compares against the stored hash; a match leaves the row as it is
+        # (unless Django re-hashes it with a newer algorithm, which is not a change).
+        if not password or user.check_password(password):
+            self.stdout.write(f"superuser {username!r} exists; password unchanged")
+            return
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        # Never the password itself, nor anything derived from it.
+        self.stdout.write(f"superuser {username!r} exists; password changed")
