@@ -304,3 +304,17 @@ def test_pod_security_labels_name_a_pinned_version(path):
         for mode in modes:
             version = labels.get(f"{mode}-version")
             assert version and re.fullmatch(r"v1\.\d+", version), f"{ns['metadata']['name']}: {mode}-version {version!r}"
+
+
+def test_the_documented_audit_policy_covers_the_break_glass_group():
+    text = (REPO / "docs" / "isolation.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    [policy] = [b for b in blocks if isinstance(b, dict) and b.get("kind") == "Policy"]
+    assert policy["apiVersion"] == "audit.k8s.io/v1"
+    levels = {"None", "Metadata", "Request", "RequestResponse"}
+    assert all(rule["level"] in levels for rule in policy["rules"])
+    bound = {s["name"] for b in render("overlays/production") if b["kind"] == "RoleBinding"
+             for s in b["subjects"] if s["kind"] == "Group" and "break-glass" in s["name"]}
+    audited = {g for rule in policy["rules"] if rule["level"] != "None" for g in rule.get("userGroups", [])}
+    assert bound and bound <= audited
+
