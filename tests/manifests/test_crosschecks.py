@@ -33,10 +33,6 @@ def container_env(objects: list[dict], deployment: dict) -> dict[str, str]:
         assert "configMapRef" in source, f"unexpected envFrom {source}"
         values |= find(objects, "ConfigMap", source["configMapRef"]["name"], namespace)["data"]
     for item in container.get("env", []):
-        if "valueFrom" in item:
-            # Only optional Secret references (the admin user): never needed to start.
-            assert item["valueFrom"]["secretKeyRef"]["optional"] is True, item
-            continue
         assert "value" in item, f"{item['name']}: only literal values expected"
         values[item["name"]] = item["value"]
     return values

@@ -233,12 +233,9 @@ def test_external_secret_component_is_checked_and_its_gap_named():
     assert reason
     # Named in every run's output (pytest's warnings summary), never passed over silently.
     warnings.warn(f"not validated by a model: {external['apiVersion']} ExternalSecret ({reason})", stacklevel=1)
-    # What the Deployment relies on: the Secret's name and its two keys.
-    deployment = find(objects, "Deployment", "payment", "payment")
-    refs = {
-        (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
-        for c in deployment["spec"]["template"]["spec"]["containers"] for e in c.get("env", []) if "valueFrom" in e
-    }
+    # What the Deployment relies on: the Secret's name and the two keys it reads as files.
+    secret, _mount, files = admin_secret_volume(find(objects, "Deployment", "payment", "payment"))
+    refs = {(secret["secretName"], key) for key in files}
     spec = external["spec"]
     assert set(spec) <= {"refreshInterval", "secretStoreRef", "target", "data", "dataFrom"}
     assert spec["secretStoreRef"]["kind"] in ("SecretStore", "ClusterSecretStore") and spec["secretStoreRef"]["name"]
@@ -248,13 +245,27 @@ def test_external_secret_component_is_checked_and_its_gap_named():
 
 # --- admin credentials: optional Secret, allowed kinds, nothing more -----------------------
 
+def admin_secret_volume(deployment: dict) -> tuple[dict, str, set[str]]:
+    """The admin Secret volume of the payment pod, where it is mounted, and the keys the
+    *_FILE variables read from it."""
+    pod = deployment["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "payment-admin"]
+    container = pod["containers"][0]
+    [mount] = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    files = {e["value"] for e in container.get("env", []) if e["name"].startswith("DJANGO_SUPERUSER_")}
+    assert all(f.startswith(mount + "/") for f in files), files
+    return volume["secret"], mount, {f.removeprefix(mount + "/") for f in files}
+
+
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_admin_credentials_are_optional_so_apply_works_with_no_secret(env):
+def test_admin_credentials_are_optional_files_so_apply_works_with_no_secret(env):
     deployment = find(render(f"overlays/{env}/payment"), "Deployment", "payment", "payment")
+    secret, _mount, keys = admin_secret_volume(deployment)
+    assert secret["optional"] is True
+    assert keys == {"username", "password"}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    secret_refs = [e["valueFrom"]["secretKeyRef"] for e in container.get("env", []) if "valueFrom" in e]
-    assert {r["key"] for r in secret_refs} == {"username", "password"}
-    assert all(r["optional"] is True for r in secret_refs)
+    # Files, not environment variables: nothing secret in the process environment.
+    assert not [e for e in container.get("env", []) if "valueFrom" in e]
     assert not [s for s in container.get("envFrom", []) if "secretRef" in s]
 
 

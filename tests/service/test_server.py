@@ -118,19 +118,28 @@ def test_admin_user_from_environment_is_created_once(tmp_path):
 
 
 def test_admin_password_follows_the_secret_at_the_next_start(tmp_path):
-    """The Secret's values reach the pod as environment variables at start: a new password
-    there is applied by the next start, an unchanged one leaves the stored hash as it is,
-    and no start prints either password."""
+    """As in the cluster: the Secret's keys are files named by *_FILE variables. A new
+    password there is applied by the next start, an unchanged one leaves the stored hash
+    as it is, and no start prints either password."""
     from django.contrib.auth.hashers import check_password
 
-    srv = Server(tmp_path)
+    srv = Server(tmp_path / "server")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    env = {"DJANGO_SUPERUSER_USERNAME_FILE": str(secret / "username"),
+           "DJANGO_SUPERUSER_PASSWORD_FILE": str(secret / "password")}
     old, new = "first-admin-password-9f3k", "rotated-admin-password-x81q"
 
-    def start(password: str) -> tuple[str, str]:
-        run = srv.run("true", extra_env={"DJANGO_SUPERUSER_USERNAME": "ops", "DJANGO_SUPERUSER_PASSWORD": password})
+    def start(password: str | None) -> tuple[str, str]:
+        (secret / "username").write_text("ops")  # no trailing newline, as a Secret key
+        if password is None:
+            (secret / "password").unlink(missing_ok=True)
+        else:
+            (secret / "password").write_text(password)
+        run = srv.run("true", extra_env=env)
         assert run.returncode == 0, run.stderr
-        for secret in (old, new):
-            assert secret not in run.stdout + run.stderr
+        for value in (old, new):
+            assert value not in run.stdout + run.stderr
         with srv.db() as db:
             (stored,) = db.execute("SELECT password FROM auth_user WHERE username='ops'").fetchone()
         assert stored not in run.stdout + run.stderr
@@ -148,8 +157,19 @@ def test_admin_password_follows_the_secret_at_the_next_start(tmp_path):
     assert check_password(new, rotated) and not check_password(old, rotated)
 
     # A Secret without the password key never blanks or replaces the real one.
-    out, kept = start("")
+    out, kept = start(None)
     assert "password unchanged" in out and kept == rotated
+
+
+def test_no_admin_secret_means_no_admin_user_and_a_normal_start(tmp_path):
+    srv = Server(tmp_path)
+    missing = tmp_path / "no-secret"
+    run = srv.run("true", extra_env={"DJANGO_SUPERUSER_USERNAME_FILE": str(missing / "username"),
+                                     "DJANGO_SUPERUSER_PASSWORD_FILE": str(missing / "password")})
+    assert run.returncode == 0, run.stderr
+    assert "superuser" not in run.stdout
+    with srv.db() as db:
+        assert db.execute("SELECT COUNT(*) FROM auth_user").fetchone() == (0,)
 
 
 @pytest.mark.parametrize(

@@ -1,23 +1,37 @@
 """Create the admin user from the environment, or bring its password up to date."""
 
 import os
+import pathlib
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 
+def _setting(name: str) -> str:
+    """NAME, or the content of the file NAME_FILE names (a mounted Secret, so the value
+    never sits in the process environment); a missing file reads as empty."""
+    path = os.environ.get(f"{name}_FILE", "")
+    if path:
+        try:
+            return pathlib.Path(path).read_text().rstrip("\r\n")
+        except FileNotFoundError:
+            return ""
+    return os.environ.get(name, "")
+
+
 class Command(BaseCommand):
     help = (
         "Create a superuser from DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_PASSWORD and "
-        "(optional) DJANGO_SUPERUSER_EMAIL. If the user exists, set the password when it "
+        "(optional) DJANGO_SUPERUSER_EMAIL, each also readable from the file a *_FILE "
+        "variable names. If the user exists, set the password when it "
         "differs from the stored one (so changing the Secret rotates it at the next start) "
         "and change nothing otherwise."
     )
 
     def handle(self, *args, **options):
-        username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "").strip()
-        password = os.environ.get("DJANGO_SUPERUSER_PASSWORD", "")
-        email = os.environ.get("DJANGO_SUPERUSER_EMAIL", "").strip()
+        username = _setting("DJANGO_SUPERUSER_USERNAME").strip()
+        password = _setting("DJANGO_SUPERUSER_PASSWORD")
+        email = _setting("DJANGO_SUPERUSER_EMAIL").strip()
         if not username:
             raise CommandError("DJANGO_SUPERUSER_USERNAME is not set")
         User = get_user_model()
