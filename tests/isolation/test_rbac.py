@@ -114,6 +114,7 @@ KIND_RESOURCES = {
     "Secret": "secrets",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers.autoscaling",
     "PodDisruptionBudget": "poddisruptionbudgets.policy",
+    "ExternalSecret": "externalsecrets.external-secrets.io",
 }
 # What kustomize-controller does with the objects of a Kustomization: server-side apply
 # (create/patch), drift detection and health checks (get/list/watch), garbage collection
