@@ -13,7 +13,9 @@ from tests.kube import REPO, find, render
 pytestmark = pytest.mark.manifests
 
 DOC = REPO / "docs" / "deploy.md"
-PATH_PATTERN = re.compile(r"(?<![\w/.-])((?:base|overlays|clusters|argocd|scripts|tests)/[\w./<>-]*[\w>/])")
+PATH_PATTERN = re.compile(
+    r"(?<![\w/.-])((?:base|overlays|clusters|argocd|infrastructure|components|scripts|tests)/[\w./<>-]*[\w>/])"
+)
 
 
 def test_every_repository_path_in_the_deploy_guide_exists():
