@@ -52,10 +52,17 @@ def container_env_value(workload: dict, name: str) -> str:
     return value
 
 
-def test_the_guide_installs_the_operator_version_flux_pins():
-    release = find(render("infrastructure/controllers"), "HelmRelease", "cloudnative-pg")
-    version = release["spec"]["chart"]["spec"]["version"]
-    assert re.search(rf"--version {re.escape(version)}\b", DOC.read_text())
+@pytest.mark.parametrize("layer", ["infrastructure/controllers", "infrastructure/auth"])
+def test_the_guide_installs_the_chart_versions_flux_pins(layer):
+    """The kubectl path (section 2) installs every chart Flux installs, at its version."""
+    text = DOC.read_text()
+    releases = [o for o in render(layer) if o["kind"] == "HelmRelease"]
+    assert releases
+    for release in releases:
+        chart = release["spec"]["chart"]["spec"]
+        assert re.search(
+            rf"helm upgrade --install {release['spec']['releaseName']} {chart['chart']} .*\n?.*"
+            rf"--version {re.escape(chart['version'])}\b", text), release["metadata"]["name"]
 
 
 def test_the_documented_flux_bootstrap_path_is_a_cluster_folder():
