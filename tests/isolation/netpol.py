@@ -95,6 +95,12 @@ CHECKS = (
     # connectivity map shows the combined result.
     Check("permits", "ingress-controller-to-antaeus", envs=("production",), config="netpol"),
     Check("forbids", "other-pods-to-antaeus", envs=("production",)),
+    # The edge: cert-manager's HTTP-01 solver is reachable from the controller during
+    # issuance; the authentication gate reaches neither service.
+    # (Checked on the NetworkPolicies alone, like the controller's path to Antaeus: nca's
+    # model of the Ingress objects knows nothing of the solver's temporary Ingress.)
+    Check("permits", "ingress-controller-to-acme-solver", envs=("production",), config="netpol"),
+    Check("forbids", "auth-proxy-to-antaeus-and-payment"),
 )
 
 
@@ -259,7 +265,13 @@ MUTATIONS = (
     Mutation(
         "antaeus-ingress-open",
         _antaeus_ingress_open,
-        ("forbids-antaeus-other-ports", "forbids-outside-to-antaeus", "forbids-other-pods-to-antaeus"),
+        ("forbids-antaeus-other-ports", "forbids-outside-to-antaeus", "forbids-other-pods-to-antaeus",
+         "forbids-auth-proxy-to-antaeus-and-payment"),
+    ),
+    Mutation(
+        "without-acme-solver-ingress",
+        lambda p: _without(p, ("antaeus", "acme-http01-solver-from-ingress-controller")),
+        ("permits-ingress-controller-to-acme-solver",),
     ),
 )
 
@@ -352,7 +364,7 @@ def analyse(env: str) -> Analysis:
     used = {m.name for holds in (False, True) for m, _ in mutation_cases(env, holds)}
     for mutation in MUTATIONS:
         if mutation.name not in used:
-            continue  # breaks a policy this environment does not have (production's database)
+            continue  # breaks a policy this environment does not have (production's database, edge)
         try:
             mutated = mutation.mutate(copy.deepcopy(netpols))
         except (AssertionError, KeyError, IndexError, TypeError, ValueError) as error:

@@ -116,6 +116,7 @@ KIND_RESOURCES = {
     "PodDisruptionBudget": "poddisruptionbudgets.policy",
     "Job": "jobs.batch",
     "Cluster": "clusters.postgresql.cnpg.io",
+    "ExternalSecret": "externalsecrets.external-secrets.io",
 }
 # What kustomize-controller does with the objects of a Kustomization: server-side apply
 # (create/patch), drift detection and health checks (get/list/watch), garbage collection

@@ -66,6 +66,17 @@ def containers(obj: dict) -> list[dict]:
     return spec.get("initContainers", []) + spec["containers"]
 
 
+def secret_file(workload: dict, path: str) -> tuple[str, str]:
+    """(Secret name, key) of the mounted Secret file at `path` in the first container."""
+    pod = workload["spec"]["template"]["spec"]
+    directory, _, filename = path.rpartition("/")
+    [mount] = [m for m in containers(workload)[0]["volumeMounts"] if m["mountPath"] == directory]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    [item] = [i for i in volume["secret"]["items"] if i["path"] == filename]
+    assert mount.get("readOnly") is True
+    return volume["secret"]["secretName"], item["key"]
+
+
 @pytest.fixture(scope="session", params=ENVIRONMENTS)
 def env(request) -> str:
     return request.param

@@ -1,6 +1,8 @@
-"""The Argo CD entry points: two AppProjects and, per environment, the operator's
-Application and the Application that syncs the same overlay Flux and kubectl use, which
-the project really allows; the database before its migration before the app (sync waves)."""
+"""The Argo CD entry points: two AppProjects and, per environment, the infrastructure
+Applications (the operators, their custom resources, production's authentication gate) and
+the Application that syncs the same overlay Flux and kubectl use, which the project really
+allows; the layers in Flux's order and the database before its migration before the app
+(sync waves)."""
 
 from __future__ import annotations
 
@@ -27,11 +29,23 @@ def env(request) -> str:
     return request.param
 
 
+# The infrastructure Applications of each environment, by Flux's folder for the same layer:
+# the operators everywhere, their custom resources everywhere, the edge's authentication
+# gate in production only (as clusters/<env>/infrastructure.yaml).
+INFRASTRUCTURE = {
+    "staging": {"cloudnative-pg": "infrastructure/controllers", "cert-manager": "infrastructure/controllers",
+                "infrastructure-configs": "infrastructure/configs"},
+    "production": {"cloudnative-pg": "infrastructure/controllers", "cert-manager": "infrastructure/controllers",
+                   "infrastructure-configs": "infrastructure/configs", "oauth2-proxy": "infrastructure/auth"},
+}
+
+
 @pytest.fixture(scope="module")
 def argo(env) -> dict[str, dict]:
-    """{"project", "application", "operator-project", "operator"} of argocd/<env>."""
+    """{"project", "application", "operator-project", <infrastructure Application name>...}
+    of argocd/<env>."""
     objects = render(f"argocd/{env}")
-    assert sorted(o["kind"] for o in objects) == ["AppProject", "AppProject", "Application", "Application"]
+    assert sorted(o["kind"] for o in objects) == ["AppProject"] * 2 + ["Application"] * (1 + len(INFRASTRUCTURE[env]))
     for obj in objects:
         assert obj["apiVersion"] == "argoproj.io/v1alpha1"
         assert obj["metadata"]["namespace"] == "argocd"
@@ -39,7 +53,7 @@ def argo(env) -> dict[str, dict]:
         "project": find(objects, "AppProject", "antaeus-billing"),
         "application": find(objects, "Application", f"antaeus-billing-{env}"),
         "operator-project": find(objects, "AppProject", "antaeus-billing-infrastructure"),
-        "operator": find(objects, "Application", f"cloudnative-pg-{env}"),
+        **{name: find(objects, "Application", f"{name}-{env}") for name in INFRASTRUCTURE[env]},
     }
 
 
@@ -79,22 +93,59 @@ def test_project_allows_everything_the_overlay_creates_and_no_more_namespaces(en
         "CustomResourceDefinition", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
 
 
-def test_operator_application_installs_the_same_pinned_chart_as_flux(env, argo):
-    operator, project = argo["operator"], argo["operator-project"]
-    [release] = [o for o in render("infrastructure/controllers") if o["kind"] == "HelmRelease"]
-    [repository] = [o for o in render("infrastructure/controllers") if o["kind"] == "HelmRepository"]
-    source = operator["spec"]["source"]
+def helm_applications(env: str) -> list[tuple[str, str]]:
+    return [(name, folder) for name, folder in INFRASTRUCTURE[env].items() if folder != "infrastructure/configs"]
+
+
+@pytest.mark.parametrize(("env", "name"), [(e, n) for e in ENVIRONMENTS for n, _ in helm_applications(e)])
+def test_chart_applications_install_the_same_pinned_chart_with_the_same_values_as_flux(env, name):
+    objects = render(f"argocd/{env}")
+    application = find(objects, "Application", f"{name}-{env}")
+    project = find(objects, "AppProject", "antaeus-billing-infrastructure")
+    flux = render(INFRASTRUCTURE[env][name])
+    release = find(flux, "HelmRelease", name)
+    repository = find(flux, "HelmRepository", release["spec"]["chart"]["spec"]["sourceRef"]["name"])
+    source = application["spec"]["source"]
     assert source["chart"] == release["spec"]["chart"]["spec"]["chart"]
     assert source["targetRevision"] == release["spec"]["chart"]["spec"]["version"]
     assert source["repoURL"] == repository["spec"]["url"] in project["spec"]["sourceRepos"]
     assert source["helm"]["releaseName"] == release["spec"]["releaseName"]
-    assert operator["spec"]["project"] == project["metadata"]["name"]
-    assert operator["spec"]["destination"]["namespace"] == release["metadata"]["namespace"]
-    assert {d["namespace"] for d in project["spec"]["destinations"]} == {release["metadata"]["namespace"]}
-    # Before the service Application when both are synced by a parent (app of apps).
-    assert wave(operator) < wave(argo["application"])
-    # Deleting it must not cascade: the CRDs it installed own every database Cluster.
-    assert "resources-finalizer.argocd.argoproj.io" not in operator["metadata"].get("finalizers", [])
+    # The same values: an identity provider filled in for Flux is filled in for Argo CD too.
+    assert source["helm"].get("valuesObject", {}) == release["spec"].get("values", {})
+    assert application["spec"]["project"] == project["metadata"]["name"]
+    assert application["spec"]["destination"]["namespace"] == release["metadata"]["namespace"]
+    assert release["metadata"]["namespace"] in {d["namespace"] for d in project["spec"]["destinations"]}
+    # The namespace Argo CD creates carries the Pod Security labels Flux's Namespace has.
+    namespace = find(flux, "Namespace", release["metadata"]["namespace"])
+    pod_security = {k: v for k, v in namespace["metadata"]["labels"].items() if k.startswith("pod-security.")}
+    if "CreateNamespace=true" in application["spec"]["syncPolicy"]["syncOptions"]:
+        assert application["spec"]["syncPolicy"]["managedNamespaceMetadata"]["labels"] == pod_security
+    # Deleting it must not cascade: the CRDs an operator installed own every custom resource.
+    assert "resources-finalizer.argocd.argoproj.io" not in application["metadata"].get("finalizers", [])
+
+
+def test_infrastructure_applications_are_ordered_before_the_services(env, argo):
+    """operators -> their custom resources -> (production) the authentication gate -> the
+    service Application, by sync wave when argocd/<env> is synced by a parent Application."""
+    operators = [argo[name] for name, folder in INFRASTRUCTURE[env].items() if folder == "infrastructure/controllers"]
+    configs = argo["infrastructure-configs"]
+    chain = [max(wave(o) for o in operators), wave(configs)]
+    if env == "production":
+        chain.append(wave(argo["oauth2-proxy"]))
+    chain.append(wave(argo["application"]))
+    assert chain == sorted(set(chain)), f"waves not strictly increasing: {chain}"
+    # The configs Application syncs the folder Flux's infrastructure-configs applies, from
+    # this repository, through the infrastructure project (the only one allowed ClusterIssuer).
+    project = argo["operator-project"]
+    assert configs["spec"]["source"]["path"] == "infrastructure/configs"
+    assert configs["spec"]["source"]["repoURL"] in project["spec"]["sourceRepos"]
+    assert configs["spec"]["project"] == project["metadata"]["name"]
+    cluster_kinds = {(k["group"], k["kind"]) for k in project["spec"]["clusterResourceWhitelist"]}
+    for obj in render("infrastructure/configs"):
+        assert (group_of(obj), obj["kind"]) in cluster_kinds, obj["kind"]
+    assert "SkipDryRunOnMissingResource=true" in configs["spec"]["syncPolicy"]["syncOptions"]
+    # Staging is open by design: no authentication gate there.
+    assert ("oauth2-proxy" in argo) == (env == "production")
 
 
 def test_database_then_migration_then_app_in_production():

@@ -89,7 +89,9 @@ def test_runtime_user_port_and_data_directory_match_the_manifests(env_objects):
     if "DATABASE_URL" not in supplied:
         assert os.path.dirname(image_env["DATABASE_PATH"]) in mounts
     if "DJANGO_SECRET_KEY" not in supplied:
-        assert os.path.dirname(image_env["DJANGO_SECRET_KEY_FILE"]) in mounts
+        values = {item["name"]: item.get("value") for item in container.get("env", [])}
+        key_file = values.get("DJANGO_SECRET_KEY_FILE") or image_env["DJANGO_SECRET_KEY_FILE"]
+        assert os.path.dirname(key_file) in mounts
     assert "/tmp" in mounts
 
 

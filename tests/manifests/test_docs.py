@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests.kube import REPO, find, render
+from tests.manifests.conftest import secret_file
 
 pytestmark = pytest.mark.manifests
 
@@ -41,20 +42,27 @@ def test_guide_yaml_snippets_parse_and_name_the_secrets_production_reads():
         yaml.safe_load(textwrap.dedent(block))
     # The Secret the guide has you create is the one production's payment pods read.
     deployment = find(render("overlays/production/payment"), "Deployment", "payment", "payment")
-    refs = {
-        item["name"]: item["valueFrom"]["secretKeyRef"]
-        for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-        if "valueFrom" in item
-    }
-    key = refs["DJANGO_SECRET_KEY"]
-    assert f"create secret generic {key['name']}" in DOC.read_text()
-    assert f"--from-literal={key['key']}=" in DOC.read_text()
+    secret, key = secret_file(deployment, container_env_value(deployment, "DJANGO_SECRET_KEY_FILE"))
+    assert f"create secret generic {secret}" in DOC.read_text()
+    assert f"--from-literal={key}=" in DOC.read_text()
 
 
-def test_the_guide_installs_the_operator_version_flux_pins():
-    [release] = [o for o in render("infrastructure/controllers") if o["kind"] == "HelmRelease"]
-    version = release["spec"]["chart"]["spec"]["version"]
-    assert re.search(rf"--version {re.escape(version)}\b", DOC.read_text())
+def container_env_value(workload: dict, name: str) -> str:
+    [value] = [e["value"] for e in workload["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == name]
+    return value
+
+
+@pytest.mark.parametrize("layer", ["infrastructure/controllers", "infrastructure/auth"])
+def test_the_guide_installs_the_chart_versions_flux_pins(layer):
+    """The kubectl path (section 2) installs every chart Flux installs, at its version."""
+    text = DOC.read_text()
+    releases = [o for o in render(layer) if o["kind"] == "HelmRelease"]
+    assert releases
+    for release in releases:
+        chart = release["spec"]["chart"]["spec"]
+        assert re.search(
+            rf"helm upgrade --install {release['spec']['releaseName']} {chart['chart']} .*\n?.*"
+            rf"--version {re.escape(chart['version'])}\b", text), release["metadata"]["name"]
 
 
 def test_the_documented_flux_bootstrap_path_is_a_cluster_folder():

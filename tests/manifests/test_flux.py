@@ -121,10 +121,19 @@ def test_strict_validation_rejects_unknown_fields():
         validate_strictly(ks)
 
 
+# The infrastructure layers of each environment beside the operators: the operators'
+# custom resources everywhere, the edge's authentication gate in production only.
+INFRASTRUCTURE_LAYERS = {
+    "staging": {"infrastructure/configs": "infrastructure-configs"},
+    "production": {"infrastructure/configs": "infrastructure-configs", "infrastructure/auth": "infrastructure-auth"},
+}
+
+
 def test_each_environment_deploys_its_layers(env, kustomizations):
     paths = {path_of(ks): key for key, ks in kustomizations.items()}
     assert paths == {
         "infrastructure/controllers": ("flux-system", "infrastructure"),
+        **{path: ("flux-system", name) for path, name in INFRASTRUCTURE_LAYERS[env].items()},
         f"overlays/{env}/platform": ("flux-system", "platform"),
         f"tenants/{env}": ("flux-system", "tenants"),
         **{f"overlays/{env}/{part}": (PART_NAMESPACES[part], part) for part in parts(env)},
@@ -159,17 +168,56 @@ def test_operators_are_installed_before_any_custom_resource_is_applied(env, kust
     assert releases
     for release in releases:
         chart = release["spec"]["chart"]["spec"]
-        assert re.fullmatch(r"\d+\.\d+\.\d+", chart["version"]), chart
-        assert release["spec"]["install"]["crds"] == release["spec"]["upgrade"]["crds"] == "CreateReplace"
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", chart["version"]), chart
+        values = release["spec"].get("values", {})
+        if "crds" in values:
+            # Charts that template their CRDs (cert-manager): installed by the chart and
+            # kept when the release goes, so removing it never deletes every object.
+            assert values["crds"] == {"enabled": True, "keep": True}, release["metadata"]["name"]
+        else:
+            # Charts with a crds/ folder: Helm skips those on upgrade unless told.
+            assert release["spec"]["install"]["crds"] == release["spec"]["upgrade"]["crds"] == "CreateReplace"
         assert chart["sourceRef"]["kind"] == "HelmRepository"
-    # Whatever applies a custom resource depends, directly, on the infrastructure layer.
+    # Whatever applies a custom resource depends on the infrastructure layer, directly or
+    # through a layer that does.
     for key, ks in kustomizations.items():
         if key[1] in ("infrastructure", "platform", "tenants"):
             continue
         if any(not is_built_in(o) for o in render(path_of(ks))):
-            assert {"name": "infrastructure", "namespace": "flux-system"} in ks["spec"]["dependsOn"], key
+            assert ("flux-system", "infrastructure") in dependencies(kustomizations, key), key
     tenants = kustomizations[("flux-system", "tenants")]
     assert {"name": "infrastructure"} in tenants["spec"]["dependsOn"]
+
+
+def dependencies(kustomizations: dict[tuple[str, str], dict], key: tuple[str, str]) -> set[tuple[str, str]]:
+    """Every Kustomization `key` waits for, directly or through others."""
+    found, pending = set(), [key]
+    while pending:
+        namespace, name = pending.pop()
+        for dep in kustomizations[(namespace, name)]["spec"].get("dependsOn", []):
+            target = (dep.get("namespace", namespace), dep["name"])
+            if target not in found:
+                found.add(target)
+                pending.append(target)
+    return found
+
+
+def test_infrastructure_layers_are_chained_and_waited_on(env, kustomizations):
+    """controllers -> configs (-> auth, production) -> tenants: each layer is applied only
+    once the one before is ready, and is itself waited on."""
+    chain = ["infrastructure", *INFRASTRUCTURE_LAYERS[env].values()]
+    for before, after in zip(chain, chain[1:]):
+        ks = kustomizations[("flux-system", after)]
+        assert {"name": before} in ks["spec"]["dependsOn"], f"{after} does not wait for {before}"
+    for name in chain:
+        assert kustomizations[("flux-system", name)]["spec"]["wait"] is True, name
+    tenants = dependencies(kustomizations, ("flux-system", "tenants"))
+    assert {("flux-system", name) for name in chain} <= tenants
+    # The issuer is a custom resource of cert-manager: never in the operators' own layer.
+    assert not [o for o in render("infrastructure/controllers") if o["apiVersion"].startswith("cert-manager.io/")]
+    # Staging is open by design: no authentication gate there.
+    if env == "staging":
+        assert not [ks for ks in kustomizations.values() if path_of(ks) == "infrastructure/auth"]
 
 
 def test_migrations_run_before_the_app_rolls_out():

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.kube import REPO, find, kubectl, render
-from tests.manifests.conftest import ENVIRONMENTS, containers
+from tests.manifests.conftest import ENVIRONMENTS, containers, secret_file
 
 pytestmark = pytest.mark.manifests
 
@@ -113,7 +113,9 @@ def test_production_payment_uses_the_operators_secret_and_no_volume():
     cluster = find(objects, "Cluster", "payment-db", "payment")
     # CloudNativePG names the application Secret <cluster>-app.
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == f"{cluster['metadata']['name']}-app"
-    assert "secretKeyRef" in env["DJANGO_SECRET_KEY"]["valueFrom"]
+    # The secret key as a file from the Secret `payment-secrets`, never an environment value.
+    assert "DJANGO_SECRET_KEY" not in env
+    assert secret_file(deployment, env["DJANGO_SECRET_KEY_FILE"]["value"]) == ("payment-secrets", "django-secret-key")
     assert env["MIGRATE_ON_START"]["value"] == "false"
     assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
     volumes = deployment["spec"]["template"]["spec"]["volumes"]
@@ -137,10 +139,13 @@ def test_the_migration_job_runs_the_deployed_image_and_is_no_endpoint():
     deployment = find(objects, "Deployment", "payment", "payment")
     assert containers(job)[0]["image"] == containers(deployment)[0]["image"]
     # The same database and secret key as the app.
-    job_env = {e["name"]: e["valueFrom"] for e in containers(job)[0]["env"]}
-    app_env = {e["name"]: e.get("valueFrom") for e in containers(deployment)[0]["env"]}
-    for name in ("DATABASE_URL", "DJANGO_SECRET_KEY"):
-        assert job_env[name] == app_env[name], name
+    job_env = {e["name"]: e for e in containers(job)[0]["env"]}
+    app_env = {e["name"]: e for e in containers(deployment)[0]["env"]}
+    assert job_env["DATABASE_URL"] == app_env["DATABASE_URL"]
+    assert secret_file(job, job_env["DJANGO_SECRET_KEY_FILE"]["value"]) == secret_file(
+        deployment, app_env["DJANGO_SECRET_KEY_FILE"]["value"])
+    # The Job's non-root user can read the file (group-readable, fsGroup set).
+    assert job["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001
     # The Service must never send a charge to a migration pod.
     service = find(objects, "Service", "payment", "payment")
     labels = job["spec"]["template"]["metadata"]["labels"]
@@ -205,7 +210,7 @@ def test_a_staging_overlay_switched_to_postgres_renders_like_production():
     assert staged == produced
     deployment = find(objects, "Deployment", "payment", "payment")
     names = {e["name"] for e in containers(deployment)[0]["env"]}
-    assert {"DATABASE_URL", "DJANGO_SECRET_KEY", "MIGRATE_ON_START"} <= names
+    assert {"DATABASE_URL", "DJANGO_SECRET_KEY_FILE", "MIGRATE_ON_START"} <= names
 
 
 def test_the_database_part_carries_the_recommended_labels():

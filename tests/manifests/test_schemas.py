@@ -1,7 +1,8 @@
 """Everything rendered passes kubernetes-validate --strict (Kubernetes 1.30 and the newest
 version the installed kubernetes-validate bundles); custom resources are checked by their
-own engines where a maintained one exists (Flux: cloudcoil-models-fluxcd, test_flux.py),
-and the kinds with none are named in every run's warnings summary."""
+own engines where a maintained one exists (Flux: cloudcoil-models-fluxcd, test_flux.py and
+test_edge.py; cert-manager: cloudcoil-models-cert-manager, test_edge.py), and the kinds
+with none are named in every run's warnings summary."""
 
 from __future__ import annotations
 
@@ -19,16 +20,19 @@ pytestmark = pytest.mark.manifests
 
 VERSIONS = ("1.30", kv.major_minor(kv.latest_version()))
 # Custom resources: kubernetes-validate has no schema for them.
-# - validated strictly against cloudcoil-models-fluxcd in test_flux.py:
+# - validated strictly against maintained models (cloudcoil-models-fluxcd in test_flux.py
+#   and test_edge.py, cloudcoil-models-cert-manager in test_edge.py):
 MODEL_VALIDATED = {
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
     ("source.toolkit.fluxcd.io/v1", "GitRepository"),
     ("source.toolkit.fluxcd.io/v1", "HelmRepository"),
     ("helm.toolkit.fluxcd.io/v2", "HelmRelease"),
+    ("cert-manager.io/v1", "ClusterIssuer"),
 }
 # - no maintained schema or model package exists for these on PyPI (no cloudcoil-models
-#   for CloudNativePG, its Barman Cloud plugin or Argo CD): their fields are checked by
-#   the behaviour tests (test_postgres.py, test_argocd.py), not by a schema. Named here,
+#   for CloudNativePG, its Barman Cloud plugin, Argo CD or the External Secrets
+#   Operator): their fields are checked by the behaviour tests (test_postgres.py,
+#   test_argocd.py, test_edge.py), not by a schema. Named here,
 #   and in the warnings summary of every run, so the gap stays visible.
 UNVALIDATED = {
     ("postgresql.cnpg.io/v1", "Cluster"),
@@ -36,11 +40,13 @@ UNVALIDATED = {
     ("barmancloud.cnpg.io/v1", "ObjectStore"),
     ("argoproj.io/v1alpha1", "AppProject"),
     ("argoproj.io/v1alpha1", "Application"),
+    ("external-secrets.io/v1", "ExternalSecret"),
 }
 
 
 class NoSchemaWarning(UserWarning):
     """A custom resource kind no maintained schema package covers."""
+
 
 # kubernetes-validate re-reads its (large) schema files for every object; they never change.
 kv.schema_contents = functools.cache(kv.schema_contents)
@@ -89,8 +95,10 @@ def test_custom_kinds_without_a_schema_are_named():
     """Every custom kind the tree renders is either model-validated or listed (and warned
     about) as unvalidated; a listed kind nothing renders any more is dropped from the list."""
     rendered = {(o["apiVersion"], o["kind"]) for path in kustomize_dirs() for o in render(path) if not is_built_in(o)}
-    # components/backup is opt-in: its kinds render in test_postgres.py.
-    rendered |= {("postgresql.cnpg.io/v1", "ScheduledBackup"), ("barmancloud.cnpg.io/v1", "ObjectStore")}
+    # components/backup and components/admin-credentials are opt-in: their kinds render in
+    # test_postgres.py and test_edge.py.
+    rendered |= {("postgresql.cnpg.io/v1", "ScheduledBackup"), ("barmancloud.cnpg.io/v1", "ObjectStore"),
+                 ("external-secrets.io/v1", "ExternalSecret")}
     assert rendered <= MODEL_VALIDATED | UNVALIDATED, rendered - (MODEL_VALIDATED | UNVALIDATED)
     assert UNVALIDATED <= rendered, f"listed, rendered nowhere: {UNVALIDATED - rendered}"
     for api_version, kind in sorted(UNVALIDATED):

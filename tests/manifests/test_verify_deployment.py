@@ -48,6 +48,8 @@ class FakeAntaeus(http.server.ThreadingHTTPServer):
         self.health_status = 200
         self.fail_pay_call: int | None = None  # the n-th pay answers an HTML 500 page
         self.pay_body: bytes | None = None  # a malformed pay answer
+        self.token: str | None = None  # like production's edge: 401 without this bearer token
+        self.authorizations: list[str | None] = []
 
     @property
     def url(self) -> str:
@@ -75,7 +77,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def refused(self) -> bool:
+        self.server.authorizations.append(self.headers.get("Authorization"))
+        if self.server.token is not None and self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            self.answer(401, b"<html><body>401 Authorization Required</body></html>", "text/html")
+            return True
+        return False
+
     def do_GET(self) -> None:
+        if self.refused():
+            return
         self.server.calls.append(f"GET {self.path}")
         if self.path == "/rest/health":
             self.answer(self.server.health_status, b'"ok"')
@@ -85,6 +96,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.answer(404, b"Not found", "text/plain")
 
     def do_POST(self) -> None:
+        if self.refused():
+            return
         self.server.calls.append(f"POST {self.path}")
         if self.path != "/rest/v1/invoices/pay":
             self.answer(404, b"Not found", "text/plain")
@@ -114,11 +127,24 @@ def antaeus():
         server.server_close()
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
-        check=False,
+        check=False, env={**os.environ, "ANTAEUS_TOKEN": "", **(env or {})},
     )
+
+
+def test_a_bearer_token_from_the_environment_passes_an_authenticating_edge(antaeus):
+    fake = antaeus()
+    fake.token = "idp-issued-token-5Qx"
+    refused = run(fake.url, "--quiet")
+    assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+    assert fake.calls == [], "nothing reached Antaeus without the token"
+    passed = run(fake.url, "--quiet", env={"ANTAEUS_TOKEN": fake.token})
+    assert passed.returncode == 0, passed.stderr
+    assert "POST /rest/v1/invoices/pay" in fake.calls
+    assert set(fake.authorizations[1:]) == {f"Bearer {fake.token}"}
+    assert fake.token not in passed.stdout + passed.stderr + refused.stdout + refused.stderr
 
 
 def test_pays_lists_and_compares_with_the_expected_share(antaeus):

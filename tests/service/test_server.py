@@ -122,9 +122,64 @@ def test_admin_user_from_environment_is_created_once(tmp_path):
     assert "superuser 'ops' created" in first.stdout
     again = srv.run("true", extra_env=env)
     assert again.returncode == 0, again.stderr
-    assert "superuser 'ops' exists; left unchanged" in again.stdout
+    assert "superuser 'ops' exists; password unchanged" in again.stdout
     with srv.db() as db:
         assert db.execute("SELECT COUNT(*) FROM auth_user WHERE username='ops' AND is_superuser").fetchone() == (1,)
+
+
+def test_admin_password_follows_the_secret_at_the_next_start(tmp_path):
+    """As in the cluster: the Secret's keys are files named by *_FILE variables. A new
+    password there is applied by the next start, an unchanged one leaves the stored hash
+    as it is, and no start prints either password."""
+    from django.contrib.auth.hashers import check_password
+
+    srv = Server(tmp_path / "server")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    env = {"DJANGO_SUPERUSER_USERNAME_FILE": str(secret / "username"),
+           "DJANGO_SUPERUSER_PASSWORD_FILE": str(secret / "password")}
+    old, new = "first-admin-password-9f3k", "rotated-admin-password-x81q"
+
+    def start(password: str | None) -> tuple[str, str]:
+        (secret / "username").write_text("ops")  # no trailing newline, as a Secret key
+        if password is None:
+            (secret / "password").unlink(missing_ok=True)
+        else:
+            (secret / "password").write_text(password)
+        run = srv.run("true", extra_env=env)
+        assert run.returncode == 0, run.stderr
+        for value in (old, new):
+            assert value not in run.stdout + run.stderr
+        with srv.db() as db:
+            (stored,) = db.execute("SELECT password FROM auth_user WHERE username='ops'").fetchone()
+        assert stored not in run.stdout + run.stderr
+        return run.stdout, stored
+
+    out, created = start(old)
+    assert "superuser 'ops' created" in out and check_password(old, created)
+
+    out, unchanged = start(old)
+    assert "superuser 'ops' exists; password unchanged" in out
+    assert unchanged == created, "same password: the stored hash (and its salt) is left alone"
+
+    out, rotated = start(new)
+    assert "superuser 'ops' exists; password changed" in out
+    assert check_password(new, rotated) and not check_password(old, rotated)
+
+    # A Secret without the password key never blanks or replaces the real one.
+    out, kept = start(None)
+    assert "password unchanged" in out and kept == rotated
+
+
+def test_no_admin_secret_means_no_admin_user_and_a_normal_start(tmp_path):
+    srv = Server(tmp_path)
+    missing = tmp_path / "no-secret"
+    run = srv.run("true", extra_env={"DJANGO_SUPERUSER_USERNAME_FILE": str(missing / "username"),
+                                     "DJANGO_SUPERUSER_PASSWORD_FILE": str(missing / "password")})
+    assert run.returncode == 0, run.stderr
+    assert "superuser" not in run.stdout
+    with srv.db() as db:
+        assert db.execute("SELECT COUNT(*) FROM auth_user").fetchone() == (0,)
 
 
 @pytest.mark.parametrize(
