@@ -54,7 +54,7 @@ function typeErrors(checked) {
   try {
     const lines = [];
     const owner = [];
-    checked.forEach(({ index, module, name, part }, n) => {
+    checked.forEach(({ module, name }, n) => {
       lines.push(`import type { I${name} as T${n} } from "${module}";`);
       owner.push(null);
     });
@@ -85,8 +85,10 @@ function typeErrors(checked) {
         last = owner[Number(m[1]) - 1];
         if (last === null || last === undefined) throw new Error(`tsc: ${line}`);
         errors.set(last, [...(errors.get(last) ?? []), `types: ${m[2]}`]);
+      } else if (line.includes("error TS")) {
+        throw new Error(`tsc: ${line}`); // not about an object: a broken setup, never a pass
       } else if (line.startsWith("  ") && last !== null) {
-        // a continuation of the previous diagnostic: keep its most specific line
+        // the elaboration of the previous diagnostic: appended to it
         const list = errors.get(last);
         list[list.length - 1] += ` | ${line.trim()}`;
       }
