@@ -1,8 +1,9 @@
 # Every target sets itself up: a fresh machine with Python 3.11 needs nothing else
-# (make test also needs kubectl on PATH for the manifest tests).
+# (make test also needs kubectl and Node.js with npm on PATH for the manifest tests).
 PYTHON ?= python3.11
 VENV := .venv
 CHECKOV_VENV := .venv-checkov
+CRD_MODELS := tests/manifests/crd-models
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -33,6 +34,16 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements/checkov.txt
 	touch $@
 
+# The npm models that check the Argo CD, CloudNativePG and External Secrets custom
+# resources (the only maintained ones); pinned by the committed package-lock.json.
+$(CRD_MODELS)/.installed: $(CRD_MODELS)/package.json $(CRD_MODELS)/package-lock.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  echo "error: node and npm are not on PATH. The manifest tests check custom resources with" >&2; \
+	  echo "npm model packages ($(CRD_MODELS)); install Node.js 18 or newer and npm (Debian: nodejs npm)." >&2; \
+	  exit 1; }
+	cd $(CRD_MODELS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 ## run: serve the payment service on http://127.0.0.1:8000 (SQLite in var/)
 run: $(VENV)/.installed-run
 	$(RUN_ENV) COLLECTSTATIC_ON_START=true ./scripts/entrypoint
@@ -48,7 +59,7 @@ check-kubectl:
 # (PAYMENT_TEST_POSTGRES_URL, default the local server); it fails with a message when
 # PostgreSQL cannot be reached. (The `postgresql`-marked tests bring their own databases
 # and ran in the first pass already.)
-test: $(VENV)/.installed $(CHECKOV_VENV)/.installed check-kubectl
+test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(CRD_MODELS)/.installed check-kubectl
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -m "not stress"
 	PAYMENT_TEST_BACKEND=postgresql $(PY) -m pytest -m "not stress and not postgresql" tests/service
 
@@ -62,4 +73,4 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache $(CRD_MODELS)/node_modules $(CRD_MODELS)/.installed

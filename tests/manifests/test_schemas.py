@@ -1,8 +1,9 @@
 """Everything rendered passes kubernetes-validate --strict (Kubernetes 1.30 and the newest
 version the installed kubernetes-validate bundles); custom resources are checked by their
 own engines where a maintained one exists (Flux: cloudcoil-models-fluxcd, test_flux.py and
-test_edge.py; cert-manager: cloudcoil-models-cert-manager, test_edge.py), and the kinds
-with none are named in every run's warnings summary."""
+test_edge.py; cert-manager: cloudcoil-models-cert-manager, test_edge.py; Argo CD,
+CloudNativePG, External Secrets: npm models, test_custom_resources.py), and the
+kinds with none are named in every run's warnings summary."""
 
 from __future__ import annotations
 
@@ -15,32 +16,27 @@ import pytest
 
 from tests.kube import find, render
 from tests.manifests.conftest import is_built_in, kustomize_dirs
+from tests.manifests.test_custom_resources import NPM_VALIDATED, PARTLY_VALIDATED
 
 pytestmark = pytest.mark.manifests
 
 VERSIONS = ("1.30", kv.major_minor(kv.latest_version()))
 # Custom resources: kubernetes-validate has no schema for them.
-# - validated strictly against maintained models (cloudcoil-models-fluxcd in test_flux.py
-#   and test_edge.py, cloudcoil-models-cert-manager in test_edge.py):
+# - validated strictly against cloudcoil-models-fluxcd in test_flux.py, and against the
+#   @kubernetes-models npm packages in test_custom_resources.py:
 MODEL_VALIDATED = {
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
     ("source.toolkit.fluxcd.io/v1", "GitRepository"),
     ("source.toolkit.fluxcd.io/v1", "HelmRepository"),
     ("helm.toolkit.fluxcd.io/v2", "HelmRelease"),
     ("cert-manager.io/v1", "ClusterIssuer"),
-}
-# - no maintained schema or model package exists for these on PyPI (no cloudcoil-models
-#   for CloudNativePG, its Barman Cloud plugin, Argo CD or the External Secrets
-#   Operator): their fields are checked by the behaviour tests (test_postgres.py,
-#   test_argocd.py, test_edge.py), not by a schema. Named here,
-#   and in the warnings summary of every run, so the gap stays visible.
+} | NPM_VALIDATED
+# - no maintained schema or model package exists for these (the Barman Cloud plugin's
+#   ObjectStore: only its spec.configuration is model-checked, test_custom_resources.py);
+#   the behaviour tests check their fields (test_postgres.py). Named here, and in the
+#   warnings summary of every run, so the gap stays visible.
 UNVALIDATED = {
-    ("postgresql.cnpg.io/v1", "Cluster"),
-    ("postgresql.cnpg.io/v1", "ScheduledBackup"),
     ("barmancloud.cnpg.io/v1", "ObjectStore"),
-    ("argoproj.io/v1alpha1", "AppProject"),
-    ("argoproj.io/v1alpha1", "Application"),
-    ("external-secrets.io/v1", "ExternalSecret"),
 }
 
 
@@ -102,4 +98,6 @@ def test_custom_kinds_without_a_schema_are_named():
     assert rendered <= MODEL_VALIDATED | UNVALIDATED, rendered - (MODEL_VALIDATED | UNVALIDATED)
     assert UNVALIDATED <= rendered, f"listed, rendered nowhere: {UNVALIDATED - rendered}"
     for api_version, kind in sorted(UNVALIDATED):
-        warnings.warn(NoSchemaWarning(f"{api_version} {kind}: no maintained schema package; not schema-validated"))
+        part = PARTLY_VALIDATED.get((api_version, kind))
+        checked = f"only {part} is model-checked" if part else "not schema-validated"
+        warnings.warn(NoSchemaWarning(f"{api_version} {kind}: no maintained schema package; {checked}"))
