@@ -14,7 +14,6 @@ import re
 import tempfile
 import textwrap
 import urllib.parse
-import warnings
 
 import kubernetes_validate.utils as kv
 import pydantic
