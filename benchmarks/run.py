@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from benchmarks import wrk
 from benchmarks.servers import BASELINE_COMMAND, SERVICE_COMMAND, BenchServer, Memory, memory, server_environment
-from tests.server import antaeus_request, read_reply
+from harness.server import antaeus_request, read_reply
 
 APPS = {"service": SERVICE_COMMAND, "baseline": BASELINE_COMMAND}
 

@@ -9,7 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from tests.server import ENTRYPOINT, REPO, Server
+from harness.server import ENTRYPOINT, REPO, Server
 
 # Through the entrypoint (secret key, `manage.py migrate` on the fresh database), then the
 # same gunicorn config: only the WSGI application differs.
@@ -19,7 +19,7 @@ BASELINE_COMMAND = ("gunicorn", "--config", "gunicorn.conf.py", "benchmarks.base
 
 @dataclass
 class BenchServer(Server):
-    """tests.server.Server, with the command the entrypoint execs after migrating."""
+    """harness.server.Server, with the command the entrypoint execs after migrating."""
 
     command: tuple[str, ...] = SERVICE_COMMAND
 

@@ -17,7 +17,7 @@ from benchmarks import wrk
 from benchmarks.report import ratio, render
 from benchmarks.run import Config, Load, Plan
 from benchmarks.servers import BASELINE_COMMAND, children, memory
-from tests.server import ANTAEUS_BODY, REPO
+from harness.server import ANTAEUS_BODY, REPO
 
 SAMPLE = """Running 2s test @ http://127.0.0.1:40000
   1 threads and 8 connections

@@ -12,7 +12,7 @@ from django.urls import Resolver404, resolve
 
 from tests.kube import REPO, find, render
 from tests.manifests.conftest import SERVICES, containers
-from tests.server import CLUSTER_ALLOWED_HOSTS
+from harness.server import CLUSTER_ALLOWED_HOSTS
 
 pytestmark = pytest.mark.manifests
 
@@ -95,7 +95,7 @@ def test_resolve_really_rejects_a_wrong_path():
 
 
 def test_the_service_tests_run_with_the_deployed_allowed_hosts(objects):
-    # tests/server.py starts the real server with these; they must be what the pod gets.
+    # harness/server.py starts the real server with these; they must be what the pod gets.
     assert allowed_hosts(objects) == CLUSTER_ALLOWED_HOSTS.split(",")
 
 

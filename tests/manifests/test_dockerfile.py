@@ -13,7 +13,7 @@ import pytest
 
 from tests.kube import REPO, find
 from tests.manifests.test_checkov import checkov_path
-from tests.server import Server
+from harness.server import Server
 
 pytestmark = pytest.mark.manifests
 

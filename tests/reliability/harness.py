@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tests.server import Server, antaeus_request, read_reply
+from harness.server import Server, antaeus_request, read_reply
 
 CHARGES = "payment_app_chargeattempt"
 

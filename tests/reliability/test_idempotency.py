@@ -4,7 +4,7 @@ connections across several gunicorn workers."""
 import pytest
 
 from tests.reliability.harness import FaultServer, charge_body, concurrently, figures
-from tests.server import antaeus_request, send_raw
+from harness.server import antaeus_request, send_raw
 
 pytestmark = pytest.mark.server
 

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from tests.server import (
+from harness.server import (
     ANTAEUS_BODY,
     TCP_ESTABLISHED,
     TCP_LISTEN,

@@ -1,7 +1,7 @@
 """Run the real service as the container does (scripts/entrypoint -> migrate -> gunicorn)
 on a loopback port, and talk raw HTTP/1.1 to it.
 
-Shared by the server tests, the stress tests and the benchmark.
+Shared by the server tests, the stress tests and the benchmark (hence outside tests/).
 """
 
 from __future__ import annotations
