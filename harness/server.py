@@ -81,6 +81,8 @@ class Server:
     data_dir: pathlib.Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    # What the entrypoint execs after migrating; empty is its default (gunicorn serving the service).
+    command: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
     started_at: float = 0.0
 
@@ -113,7 +115,7 @@ class Server:
         log = self.log_path.open("ab")
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
-            [str(ENTRYPOINT)],
+            [str(ENTRYPOINT), *self.command],
             cwd=REPO,
             env=self.environment(),
             stdout=log,
