@@ -14,7 +14,7 @@ RUN_ENV = DATABASE_PATH="$${DATABASE_PATH:-$(CURDIR)/var/payment.sqlite3}" \
 	HOST="$${HOST:-127.0.0.1}" \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: run test stress bench check-kubectl clean
+.PHONY: run test stress bench check-kubectl check-nginx clean
 
 $(VENV)/.installed: pyproject.toml scripts/requirements.py
 	$(PYTHON) -m venv $(VENV)
@@ -38,17 +38,25 @@ check-kubectl:
 	  echo "'kubectl kustomize'; install kubectl (any release from the last year) and retry." >&2; \
 	  exit 1; }
 
+# nginx runs in front of the real server in the tests and the benchmark, as in the pod.
+check-nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  echo "error: nginx is not installed. The server tests and make bench put the pod's nginx" >&2; \
+	  echo "(base/payment/nginx.conf) in front of gunicorn; install it (Debian: apt-get install nginx-light)." >&2; \
+	  exit 1; }
+
 ## test: every test: the service (Django test client and real gunicorn) and the manifests
-test: $(VENV)/.installed $(CHECKOV_VENV)/.installed check-kubectl
+test: $(VENV)/.installed $(CHECKOV_VENV)/.installed check-kubectl check-nginx
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -m "not stress"
 
 ## stress: the slow reliability runs against the real server (concurrency, crash, shutdown)
-stress: $(VENV)/.installed
+stress: $(VENV)/.installed check-nginx
 	$(PY) -m pytest -m stress -s
 
 ## bench: throughput, latency, memory and start-up of the charge path (needs wrk: installed if missing)
 bench: $(VENV)/.installed
 	command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt-get install -y -qq nginx-light
 	$(PY) -m benchmarks
 
 clean:

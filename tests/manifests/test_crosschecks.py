@@ -3,6 +3,7 @@ manifests themselves: URLs, routes, hosts, probes, labels, selectors, Pod Securi
 
 from __future__ import annotations
 
+import re
 import runpy
 import urllib.parse
 
@@ -59,6 +60,19 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
     return bool(domain) and validate_host(domain, allowed)
 
 
+def nginx_ports(objects: list[dict], deployment: dict) -> tuple[int, int]:
+    """The port nginx listens on and the gunicorn port it proxies to, read from the
+    nginx.conf the proxy container mounts."""
+    (proxy,) = [c for c in containers(deployment) if c["name"] == "proxy"]
+    (mount,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == "/etc/nginx/nginx.conf"]
+    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    config = find(objects, "ConfigMap", volume["configMap"]["name"], deployment["metadata"]["namespace"])
+    text = config["data"][mount["subPath"]]
+    (listen,) = re.findall(r"^\s*listen (\d+);", text, re.MULTILINE)
+    (upstream,) = re.findall(r"^\s*server 127\.0\.0\.1:(\d+);", text, re.MULTILINE)
+    return int(listen), int(upstream)
+
+
 def resolve_target_port(deployment: dict, target_port) -> int:
     for container in containers(deployment):
         for port in container.get("ports", []):
@@ -81,8 +95,10 @@ def test_antaeus_endpoint_reaches_the_charge_route(objects):
     [deployment] = pods_selected(objects, service)
     assert deployment["metadata"]["name"] == "payment"
     container_port = resolve_target_port(deployment, port["targetPort"])
-    # gunicorn binds to $PORT (gunicorn.conf.py): the container port must be the one it serves.
-    assert str(container_port) == container_env(objects, deployment)["PORT"]
+    # The Service reaches nginx, which passes requests to gunicorn on $PORT (gunicorn.conf.py).
+    listen, upstream = nginx_ports(objects, deployment)
+    assert listen == container_port
+    assert str(upstream) == container_env(objects, deployment)["PORT"]
     # The path is a real route of the service, the charge view.
     assert resolve(url.path).url_name == "charge-create"
     # And the Host header Antaeus sends (with the port) passes Django's host validation.
@@ -139,15 +155,16 @@ def test_antaeus_probes_and_slow_start(objects):
 
 def test_termination_grace_outlasts_gunicorns_graceful_timeout(objects, monkeypatch):
     deployment = find(objects, "Deployment", "payment", "payment")
-    for name, value in container_env(objects, deployment).items():
-        monkeypatch.setenv(name, value)
     # Only what the pod sets: nothing the calling shell (or make) may have exported.
     for name in ("GUNICORN_GRACEFUL_TIMEOUT", "HOST"):
         monkeypatch.delenv(name, raising=False)
+    for name, value in container_env(objects, deployment).items():
+        monkeypatch.setenv(name, value)
     config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > config["graceful_timeout"] + 5
-    assert config["bind"] == [f"0.0.0.0:{container_env(objects, deployment)['PORT']}"]
+    # gunicorn on the pod's loopback only: nothing reaches it but nginx.
+    assert config["bind"] == [f"127.0.0.1:{container_env(objects, deployment)['PORT']}"]
 
 
 # --- Labels and selectors ---------------------------------------------------------------
