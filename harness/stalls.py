@@ -1,10 +1,11 @@
 """Stalled and trickling clients, and how long a valid charge takes while they hold
 their connections open (docs/reliability.md, "Stalled clients").
 
-    .venv/bin/python -m harness.stalls [--per-kind 4] [--charges 10]
+    .venv/bin/python -m harness.stalls [--per-kind 4] [--charges 10] [--direct]
 
-starts the service as the container does and prints the figures; the stress test
-(tests/reliability/test_stalled_clients.py) runs the same probe and asserts on it.
+starts the service as the pod runs it (nginx in front of gunicorn; --direct: gunicorn
+alone) and prints the figures; tests/reliability/test_stalled_clients.py runs the same
+probe and asserts on it.
 """
 
 from __future__ import annotations
@@ -107,13 +108,13 @@ def timed_charge(port: int, timeout: float = 20.0) -> tuple[float, int]:
 
 
 def probe(port: int, kinds: dict[str, int], *, charges: int = 10, spacing_s: float = 0.3,
-          settle_s: float = 0.5) -> Probe:
+          settle_s: float = 0.5, timeout: float = 20.0) -> Probe:
     """Hold the stallers open, then time `charges` valid charges spaced over a few seconds."""
     with Stallers(port, kinds) as held:
         time.sleep(settle_s)  # let the server take every stalled connection in
         latencies, statuses = [], []
         for _ in range(charges):
-            latency, status = timed_charge(port)
+            latency, status = timed_charge(port, timeout)
             latencies.append(latency)
             statuses.append(status)
             time.sleep(spacing_s)
@@ -126,19 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-kind", type=int, default=4, help="connections of each kind (default 4)")
     parser.add_argument("--charges", type=int, default=10, help="valid charges timed (default 10)")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma list of {', '.join(KINDS)} (default all)")
+    parser.add_argument("--direct", action="store_true", help="gunicorn alone, without the pod's nginx")
+    parser.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for each charge (default 20)")
     parser.add_argument("--port", type=int, help="probe a server already listening here instead")
     args = parser.parse_args(argv)
     kinds = {kind: args.per_kind for kind in args.kinds.split(",")}
     if args.port:
-        print(probe(args.port, kinds, charges=args.charges).describe())
+        print(probe(args.port, kinds, charges=args.charges, timeout=args.timeout).describe())
         return 0
     with tempfile.TemporaryDirectory(prefix="stalls-") as data_dir:
-        server = Server(pathlib.Path(data_dir)).start()
+        server = Server(pathlib.Path(data_dir), proxy=not args.direct).start()
         try:
+            print(f"{'gunicorn alone' if args.direct else 'nginx in front of gunicorn'}, "
+                  f"{server.environment()['WEB_CONCURRENCY']} workers x {server.environment().get('GUNICORN_THREADS', '1')} thread")
             print(f"idle: a valid charge took {timed_charge(server.port)[0] * 1000:.1f} ms")
-            print(probe(server.port, kinds, charges=args.charges).describe())
+            print(probe(server.port, kinds, charges=args.charges, timeout=args.timeout).describe())
         finally:
-            server.stop()
+            server.close()
     return 0
 
 

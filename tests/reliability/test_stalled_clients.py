@@ -21,9 +21,13 @@ WORKER_THREADS = 2  # WEB_CONCURRENCY x GUNICORN_THREADS, the deployed defaults
 PER_KIND = 4  # 5 kinds x 4 = 20 connections: 10 per worker thread
 
 
-@pytest.fixture
-def proxied(tmp_path):
-    server = Server(tmp_path / "server", env={"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "1"}, proxy=True)
+def _proxied(data_dir):
+    return Server(data_dir, env={"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "1"}, proxy=True)
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    server = _proxied(tmp_path_factory.mktemp("proxied"))
     try:
         yield server.start()
     finally:
@@ -78,8 +82,12 @@ def test_the_service_answers_pass_through_nginx_unchanged(proxied):
     assert ANTAEUS_HOST.startswith("payment.")
 
 
-def test_gunicorn_down_is_a_json_503(proxied):
-    proxied.stop()
-    reply = send_raw(proxied.port, antaeus_request(), timeout=10)
+def test_gunicorn_down_is_a_json_503(tmp_path):
+    server = _proxied(tmp_path).start()
+    try:
+        server.stop()
+        reply = send_raw(server.port, antaeus_request(), timeout=10)
+    finally:
+        server.close()
     assert reply.status == 503
     assert reply.json()["result"] is False
