@@ -60,14 +60,18 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
     return bool(domain) and validate_host(domain, allowed)
 
 
-def nginx_ports(objects: list[dict], deployment: dict) -> tuple[int, int]:
-    """The port nginx listens on and the gunicorn port it proxies to, read from the
-    nginx.conf the proxy container mounts."""
+def nginx_text(objects: list[dict], deployment: dict) -> str:
+    """The nginx.conf the proxy container mounts, as rendered."""
     (proxy,) = [c for c in containers(deployment) if c["name"] == "proxy"]
     (mount,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == "/etc/nginx/nginx.conf"]
     (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
     config = find(objects, "ConfigMap", volume["configMap"]["name"], deployment["metadata"]["namespace"])
-    text = config["data"][mount["subPath"]]
+    return config["data"][mount["subPath"]]
+
+
+def nginx_ports(objects: list[dict], deployment: dict) -> tuple[int, int]:
+    """The port nginx listens on and the gunicorn port it proxies to."""
+    text = nginx_text(objects, deployment)
     (listen,) = re.findall(r"^\s*listen (\d+);", text, re.MULTILINE)
     (upstream,) = re.findall(r"^\s*server 127\.0\.0\.1:(\d+);", text, re.MULTILINE)
     return int(listen), int(upstream)
@@ -318,3 +322,14 @@ def test_antaeus_meets_baseline_and_misses_restricted_only_by_running_as_root(ob
     labels = find(objects, "Namespace", "antaeus")["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
     assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+
+
+def test_nginx_drops_idle_upstream_connections_before_gunicorn_does(objects):
+    """A POST is not retried by nginx: sent on a kept-alive connection gunicorn is just
+    closing, it would come back as a 503, so nginx must give idle connections up first."""
+    deployment = find(objects, "Deployment", "payment", "payment")
+    text = nginx_text(objects, deployment)
+    upstream = re.search(r"upstream gunicorn \{(.*?)\}", text, re.DOTALL)[1]
+    (idle,) = re.findall(r"keepalive_timeout (\d+)s;", upstream)
+    config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
+    assert int(idle) < config["keepalive"]
