@@ -14,6 +14,7 @@ import pytest
 
 from harness import stalls
 from harness.server import ANTAEUS_HOST, Server, antaeus_request, read_reply, send_raw
+from tests.reliability.test_hostile_input import CASES
 
 pytestmark = pytest.mark.server
 
@@ -91,3 +92,12 @@ def test_gunicorn_down_is_a_json_503(tmp_path):
         server.close()
     assert reply.status == 503
     assert reply.json()["result"] is False
+
+
+@pytest.mark.parametrize(("case", "raw", "status", "error"), CASES, ids=[case[0] for case in CASES])
+def test_hostile_requests_get_the_same_json_refusal_through_nginx(proxied, case, raw, status, error):
+    """nginx passes the service's refusals on unchanged (test_hostile_input.py's table)."""
+    reply = send_raw(proxied.port, raw, timeout=10, method="HEAD" if raw.startswith(b"HEAD") else "POST")
+    assert reply.status == status, reply.body[:300]
+    assert reply.headers["content-type"].startswith("application/json")
+    assert reply.json()["result"] is False and reply.json()["error"] == error
