@@ -7,12 +7,14 @@ as long as the client likes): docs/reliability.md has the figures.
 
 from __future__ import annotations
 
+import pathlib
 import socket
 import time
 
 import pytest
 
 from harness import stalls
+from benchmarks.servers import children
 from harness.server import ANTAEUS_HOST, Server, antaeus_request, read_reply, send_raw
 from tests.reliability.test_hostile_input import CASES
 
@@ -101,3 +103,33 @@ def test_hostile_requests_get_the_same_json_refusal_through_nginx(proxied, case,
     assert reply.status == status, reply.body[:300]
     assert reply.headers["content-type"].startswith("application/json")
     assert reply.json()["result"] is False and reply.json()["error"] == error
+
+
+def _rss_kib(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise KeyError("VmRSS")
+
+
+@pytest.mark.stress
+def test_hundreds_of_stalled_clients_cost_nginx_memory_not_charges(tmp_path):
+    """400 stalled and trickling connections (200 per worker thread): what they cost nginx,
+    and that valid charges are still answered at once."""
+    server = _proxied(tmp_path).start()
+    try:
+        (nginx_worker,) = children(server.nginx.pid)
+        before = _rss_kib(nginx_worker)
+        kinds = {kind: 80 for kind in stalls.KINDS}
+        with stalls.Stallers(server.port, kinds) as held:
+            time.sleep(1.0)
+            held_rss = _rss_kib(nginx_worker)
+            latencies = [stalls.timed_charge(server.port) for _ in range(10)]
+        worst = max(latency for latency, _ in latencies)
+        print(f"\nstalled-clients: held={len(held.sockets)} nginx_worker_rss_kib_before={before} "
+              f"nginx_worker_rss_kib_held={held_rss} per_connection_kib={(held_rss - before) / len(held.sockets):.1f} "
+              f"charges=10 worst_ms={worst * 1000:.1f}")
+        assert [status for _, status in latencies] == [201] * 10
+        assert worst < 2.0
+    finally:
+        server.close()
