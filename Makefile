@@ -56,7 +56,7 @@ stress: $(VENV)/.installed check-nginx
 ## bench: throughput, latency, memory and start-up of the charge path (needs wrk: installed if missing)
 bench: $(VENV)/.installed
 	command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
-	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt-get install -y -qq nginx-light
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { apt-get update -qq && apt-get install -y -qq nginx-light; }
 	$(PY) -m benchmarks
 
 clean:
