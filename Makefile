@@ -15,7 +15,7 @@ RUN_ENV = DATABASE_PATH="$${DATABASE_PATH:-$(CURDIR)/var/payment.sqlite3}" \
 	HOST="$${HOST:-127.0.0.1}" \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: run test stress bench check-kubectl clean
+.PHONY: run test stress bench check-kubectl check-nginx clean
 
 # What serving needs (make run), then the test tools on top (make test, stress, bench).
 $(VENV)/.installed-run: pyproject.toml scripts/requirements.py
@@ -54,22 +54,30 @@ check-kubectl:
 	  echo "'kubectl kustomize'; install kubectl (any release from the last year) and retry." >&2; \
 	  exit 1; }
 
+# nginx runs in front of the real server in the tests and the benchmark, as in the pod.
+check-nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  echo "error: nginx is not installed. The server tests and make bench put the pod's nginx" >&2; \
+	  echo "(base/payment/nginx.conf) in front of gunicorn; install it (Debian: apt-get install nginx-light)." >&2; \
+	  exit 1; }
+
 ## test: every test: the service on SQLite and on PostgreSQL (Django test client and real gunicorn) and the manifests
 # The second run repeats the service suite with PostgreSQL as the store
 # (PAYMENT_TEST_POSTGRES_URL, default the local server); it fails with a message when
 # PostgreSQL cannot be reached. (The `postgresql`-marked tests bring their own databases
 # and ran in the first pass already.)
-test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(CRD_MODELS)/.installed check-kubectl
+test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(CRD_MODELS)/.installed check-kubectl check-nginx
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -m "not stress"
 	PAYMENT_TEST_BACKEND=postgresql $(PY) -m pytest -m "not stress and not postgresql" tests/service
 
 ## stress: the slow reliability runs against the real server (concurrency, crash, shutdown), on SQLite and PostgreSQL
-stress: $(VENV)/.installed
+stress: $(VENV)/.installed check-nginx
 	$(PY) -m pytest -m stress -s
 
 ## bench: throughput, latency, memory and start-up of the charge path (needs wrk: installed if missing)
 bench: $(VENV)/.installed
 	command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { apt-get update -qq && apt-get install -y -qq nginx-light; }
 	$(PY) -m benchmarks
 
 clean:

@@ -27,11 +27,13 @@ worker_class = "gthread"
 # and the body-read watchdog thread are all created lazily in the worker that uses them.
 preload_app = True
 # One thread per worker: a charge is CPU-bound Python, so more threads in a worker only
-# take turns on its GIL, and SQLite serialises the writes anyway. Against 4 threads, the
-# same 2 workers answered 14-27% more charges per second at 32 connections, with less
-# CPU per charge (docs/performance.md). The cost: a client that stalls its body holds
-# the whole worker until PAYMENT_BODY_READ_TIMEOUT_SECONDS (docs/reliability.md).
+# take turns on its GIL, and SQLite serialises the writes anyway; 1 thread answered more
+# charges per second than 4 (docs/performance.md). Stalled or trickling clients, which
+# would hold a thread each, are absorbed by nginx in front of gunicorn in the pod
+# (base/payment/nginx.conf, docs/reliability.md), not by more threads.
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+# nginx's upstream keepalive_timeout (base/payment/nginx.conf) must stay below this, so it
+# never sends a charge on a connection gunicorn is closing.
 keepalive = 5
 # Each worker listens on its own SO_REUSEPORT socket and the kernel spreads new
 # connections across them. On one shared socket the worker that wakes first accepts, and

@@ -7,9 +7,10 @@ this work on this machine:
 - parse the JSON body with amounts as Decimal, and check the three fields' types;
 - draw the outcome from a locked `random.Random` at PAYMENT_SUCCESS_RATE;
 - wait for the other writers in the same flock() queue on `<database>.writer-lock`
-  (payment_app/services.py), then INSERT the same row (with its SHA-256 request fingerprint) into the table the service's
-  own migration creates, on a per-thread connection kept open, with the service's PRAGMAs
-  (journal_mode=WAL, synchronous=FULL, busy timeout) inside BEGIN IMMEDIATE ... COMMIT;
+  (the service's SQLite write queue), then INSERT the same row (with its SHA-256 request
+  fingerprint) into the table the service's own migration creates, as one statement in
+  autocommit mode as the service commits an unkeyed charge, on a per-thread connection
+  kept open, with the service's PRAGMAs (journal_mode=WAL, synchronous=FULL, busy timeout);
 - answer the same JSON object (id, created_at, customer_id, value, currency, result).
 
 It is started through the container's entrypoint (so `manage.py migrate` creates the
@@ -116,17 +117,12 @@ def application(environ, start_response):
     conn = _connection()
     fcntl.flock(_local.queue, fcntl.LOCK_EX)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            row_id = conn.execute(
-                INSERT,
-                (created_at.replace(tzinfo=None).isoformat(" "), customer_id, f"{amount:f}",
-                 currency, succeeded, fingerprint),
-            ).lastrowid
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        # Autocommit (isolation_level=None): SQLite commits the INSERT on its own.
+        row_id = conn.execute(
+            INSERT,
+            (created_at.replace(tzinfo=None).isoformat(" "), customer_id, f"{amount:f}",
+             currency, succeeded, fingerprint),
+        ).lastrowid
     except sqlite3.Error:
         return _refuse(start_response, "503 Service Unavailable", "storage_unavailable")
     finally:

@@ -31,7 +31,7 @@ def _baseline_rate(configs: list[Config], workers: int, threads: int, connection
 
 
 def ratio(configs: list[Config], config: Config, connections: int) -> float | None:
-    if config.app != "service":
+    if not config.app.startswith("service"):
         return None
     base = _baseline_rate(configs, config.workers, config.threads, connections)
     for load in config.loads:
@@ -81,7 +81,7 @@ def process_table(configs: list[Config]) -> str:
 def verdicts(configs: list[Config]) -> list[str]:
     lines = []
     for c in configs:
-        if c.app != "service":
+        if not c.app.startswith("service"):
             continue
         share = ratio(configs, c, 32)
         p99 = next((l.result.p99_ms for l in c.loads if l.result.connections == 32), None)
@@ -99,7 +99,7 @@ def verdicts(configs: list[Config]) -> list[str]:
                      f"{'met' if rss < TARGETS['worker_rss_mib'] else 'MISSED'}")
         parts.append(f"ready {c.ready_fresh_s:.2f} s fresh / {c.ready_restart_s:.2f} s restart "
                      f"(< {TARGETS['ready_s']}) {'met' if c.ready_fresh_s < TARGETS['ready_s'] else 'MISSED'}")
-        lines.append(f"- {c.workers}x{c.threads}: " + "; ".join(parts))
+        lines.append(f"- {c.label} {c.workers}x{c.threads}: " + "; ".join(parts))
     return lines
 
 
@@ -120,7 +120,7 @@ def render(plan: Plan, configs: list[Config], machine: str) -> str:
         "",
         process_table(configs),
         "",
-        "Targets (service):",
+        "Targets (service-nginx is the deployed configuration):",
         *verdicts(configs),
     ]
     if mismatches:

@@ -11,9 +11,11 @@ from dataclasses import asdict, dataclass, field
 
 from benchmarks import wrk
 from benchmarks.servers import BASELINE_COMMAND, SERVICE_COMMAND, BenchServer, Memory, memory, server_environment
-from tests.server import antaeus_request, read_reply
+from harness.server import antaeus_request, read_reply
 
-APPS = {"service": SERVICE_COMMAND, "baseline": BASELINE_COMMAND}
+APPS = {"service": SERVICE_COMMAND, "service-nginx": SERVICE_COMMAND, "baseline": BASELINE_COMMAND}
+# As the pod runs it: the service behind base/payment/nginx.conf (docs/reliability.md).
+PROXIED = {"service-nginx"}
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class Plan:
     duration_s: int = 8
     warmup_s: int = 1
     sequential: int = 1000
-    apps: tuple[str, ...] = ("service", "baseline")
+    # service-nginx is the deployed configuration; service is gunicorn alone, as before.
+    apps: tuple[str, ...] = ("service-nginx", "service", "baseline")
     # Extra baseline runs with synchronous=NORMAL: what the fsync at each commit costs.
     normal_sync: bool = False
 
@@ -120,6 +123,7 @@ def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Conf
         Path(data_dir),
         env=server_environment(workers=workers, threads=threads, extra=extra),
         command=command,
+        proxy=app in PROXIED,
     )
     try:
         server.start(wait=False)
@@ -150,7 +154,7 @@ def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Conf
         log(server.log()[-4000:])
         raise
     finally:
-        server.stop()
+        server.close()
         shutil.rmtree(data_dir, ignore_errors=True)
     return config
 

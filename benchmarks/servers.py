@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
 import time
 from dataclasses import dataclass
 
-from tests.server import ENTRYPOINT, REPO, Server
+from harness.server import Server
 
 # Through the entrypoint (secret key, `manage.py migrate` on the fresh database), then the
 # same gunicorn config: only the WSGI application differs.
@@ -19,26 +18,7 @@ BASELINE_COMMAND = ("gunicorn", "--config", "gunicorn.conf.py", "benchmarks.base
 
 @dataclass
 class BenchServer(Server):
-    """tests.server.Server, with the command the entrypoint execs after migrating."""
-
-    command: tuple[str, ...] = SERVICE_COMMAND
-
-    def start(self, *, wait: bool = True, timeout: float = 60.0) -> "BenchServer":
-        (self.data_dir / "static").mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.started_at = time.monotonic()
-        self.process = subprocess.Popen(
-            [str(ENTRYPOINT), *self.command],
-            cwd=REPO,
-            env=self.environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        if wait:
-            self.wait_ready(timeout)
-        return self
+    """harness.server.Server (set `command` for the baseline), plus what the benchmark reads."""
 
     def stored_rows(self) -> int:
         with self.db() as db:

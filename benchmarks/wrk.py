@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from tests.server import ANTAEUS_BODY, ANTAEUS_HOST
+from harness.server import ANTAEUS_BODY, ANTAEUS_HOST
 
 SCRIPT = pathlib.Path(__file__).resolve().parent / "charge.lua"
 MARKER = "BENCH_JSON "

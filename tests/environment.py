@@ -3,7 +3,7 @@
 It runs before pytest-django reads the settings, so the suite runs with production
 settings (DEBUG off) and only the values a deployment must supply filled in.
 With PAYMENT_TEST_BACKEND=postgresql the Django test client's database, and every
-real server the tests start, are on PostgreSQL (tests/postgres.py).
+real server the tests start, are on PostgreSQL (harness/postgres.py).
 """
 
 import os
@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from tests import postgres
+from harness import postgres
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-any-deployment")
 os.environ.setdefault("DJANGO_DEBUG", "false")

@@ -17,7 +17,7 @@ from benchmarks import wrk
 from benchmarks.report import ratio, render
 from benchmarks.run import Config, Load, Plan
 from benchmarks.servers import BASELINE_COMMAND, children, memory
-from tests.server import ANTAEUS_BODY, REPO
+from harness.server import ANTAEUS_BODY, REPO
 
 SAMPLE = """Running 2s test @ http://127.0.0.1:40000
   1 threads and 8 connections
@@ -68,15 +68,17 @@ def _config(app: str, workers: int, threads: int, rate: float) -> Config:
 def test_the_ratio_divides_by_the_baseline_with_the_same_workers_and_threads():
     configs = [
         _config("baseline", 2, 1, 2000), _config("baseline", 2, 4, 1000), _config("baseline", 1, 1, 4000),
-        _config("service", 2, 1, 1000), _config("service", 2, 4, 800),
+        _config("service", 2, 1, 1000), _config("service", 2, 4, 800), _config("service-nginx", 2, 1, 900),
     ]
     assert ratio(configs, configs[3], 32) == 0.5
     assert ratio(configs, configs[4], 32) == 0.8
     assert ratio(configs, configs[0], 32) is None  # the baseline has no ratio
     assert ratio(configs, configs[3], 8) is None  # no run at 8 connections
     report = render(Plan(), configs, "test machine")
-    assert "- 2x1: ratio at 32 connections 0.50 (target >= 0.6) MISSED" in report
-    assert "- 2x4: ratio at 32 connections 0.80 (target >= 0.6) met" in report
+    assert ratio(configs, configs[5], 32) == 0.45  # the deployed configuration, behind nginx
+    assert "- service 2x1: ratio at 32 connections 0.50 (target >= 0.6) MISSED" in report
+    assert "- service 2x4: ratio at 32 connections 0.80 (target >= 0.6) met" in report
+    assert "- service-nginx 2x1: ratio at 32 connections 0.45 (target >= 0.6) MISSED" in report
 
 
 def test_children_and_memory_of_a_real_process():

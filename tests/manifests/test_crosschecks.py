@@ -3,6 +3,7 @@ manifests themselves: URLs, routes, hosts, probes, labels, selectors, Pod Securi
 
 from __future__ import annotations
 
+import re
 import runpy
 import urllib.parse
 
@@ -12,7 +13,7 @@ from django.urls import Resolver404, resolve
 
 from tests.kube import REPO, find, render
 from tests.manifests.conftest import SERVICES, containers
-from tests.server import CLUSTER_ALLOWED_HOSTS
+from harness.server import CLUSTER_ALLOWED_HOSTS
 
 pytestmark = pytest.mark.manifests
 
@@ -63,6 +64,23 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
     return bool(domain) and validate_host(domain, allowed)
 
 
+def nginx_text(objects: list[dict], deployment: dict) -> str:
+    """The nginx.conf the proxy container mounts, as rendered."""
+    (proxy,) = [c for c in containers(deployment) if c["name"] == "proxy"]
+    (mount,) = [m for m in proxy["volumeMounts"] if m["mountPath"] == "/etc/nginx/nginx.conf"]
+    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    config = find(objects, "ConfigMap", volume["configMap"]["name"], deployment["metadata"]["namespace"])
+    return config["data"][mount["subPath"]]
+
+
+def nginx_ports(objects: list[dict], deployment: dict) -> tuple[int, int]:
+    """The port nginx listens on and the gunicorn port it proxies to."""
+    text = nginx_text(objects, deployment)
+    (listen,) = re.findall(r"^\s*listen (\d+);", text, re.MULTILINE)
+    (upstream,) = re.findall(r"^\s*server 127\.0\.0\.1:(\d+);", text, re.MULTILINE)
+    return int(listen), int(upstream)
+
+
 def resolve_target_port(deployment: dict, target_port) -> int:
     for container in containers(deployment):
         for port in container.get("ports", []):
@@ -85,8 +103,10 @@ def test_antaeus_endpoint_reaches_the_charge_route(objects):
     [deployment] = pods_selected(objects, service)
     assert deployment["metadata"]["name"] == "payment"
     container_port = resolve_target_port(deployment, port["targetPort"])
-    # gunicorn binds to $PORT (gunicorn.conf.py): the container port must be the one it serves.
-    assert str(container_port) == container_env(objects, deployment)["PORT"]
+    # The Service reaches nginx, which passes requests to gunicorn on $PORT (gunicorn.conf.py).
+    listen, upstream = nginx_ports(objects, deployment)
+    assert listen == container_port
+    assert str(upstream) == container_env(objects, deployment)["PORT"]
     # The path is a real route of the service, the charge view.
     assert resolve(url.path).url_name == "charge-create"
     # And the Host header Antaeus sends (with the port) passes Django's host validation.
@@ -99,7 +119,7 @@ def test_resolve_really_rejects_a_wrong_path():
 
 
 def test_the_service_tests_run_with_the_deployed_allowed_hosts(objects):
-    # tests/server.py starts the real server with these; they must be what the pod gets.
+    # harness/server.py starts the real server with these; they must be what the pod gets.
     assert allowed_hosts(objects) == CLUSTER_ALLOWED_HOSTS.split(",")
 
 
@@ -143,17 +163,18 @@ def test_antaeus_probes_and_slow_start(objects):
 
 def test_termination_grace_outlasts_gunicorns_graceful_timeout(objects, monkeypatch):
     deployment = find(objects, "Deployment", "payment", "payment")
-    for name, value in container_env(objects, deployment).items():
-        monkeypatch.setenv(name, value)
     # Only what the pod sets: nothing the calling shell (or make) may have exported.
     for name in ("GUNICORN_GRACEFUL_TIMEOUT", "HOST"):
         monkeypatch.delenv(name, raising=False)
+    for name, value in container_env(objects, deployment).items():
+        monkeypatch.setenv(name, value)
     config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     # SIGTERM comes after the preStop hook, and the grace period counts from its start.
     pre_stop = containers(deployment)[0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     assert grace > pre_stop + config["graceful_timeout"] + 5
-    assert config["bind"] == [f"0.0.0.0:{container_env(objects, deployment)['PORT']}"]
+    # gunicorn on the pod's loopback only: nothing reaches it but nginx.
+    assert config["bind"] == [f"127.0.0.1:{container_env(objects, deployment)['PORT']}"]
 
 
 # --- Labels and selectors ---------------------------------------------------------------
@@ -318,3 +339,14 @@ def test_antaeus_meets_baseline_and_misses_restricted_only_by_running_as_root(ob
     labels = find(objects, "Namespace", "antaeus")["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
     assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+
+
+def test_nginx_drops_idle_upstream_connections_before_gunicorn_does(objects):
+    """A POST is not retried by nginx: sent on a kept-alive connection gunicorn is just
+    closing, it would come back as a 503, so nginx must give idle connections up first."""
+    deployment = find(objects, "Deployment", "payment", "payment")
+    text = nginx_text(objects, deployment)
+    upstream = re.search(r"upstream gunicorn \{(.*?)\}", text, re.DOTALL)[1]
+    (idle,) = re.findall(r"keepalive_timeout (\d+)s;", upstream)
+    config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
+    assert int(idle) < config["keepalive"]

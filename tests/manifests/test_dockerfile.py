@@ -13,7 +13,7 @@ import pytest
 
 from tests.kube import REPO, find
 from tests.manifests.test_checkov import checkov_path
-from tests.server import Server
+from harness.server import Server
 
 pytestmark = pytest.mark.manifests
 
@@ -79,9 +79,11 @@ def test_runtime_user_port_and_data_directory_match_the_manifests(env_objects):
     env_lines = " ".join(args for keyword, args in stage if keyword == "ENV")
     image_env = dict(token.split("=", 1) for token in shlex.split(env_lines) if "=" in token)
     pod = find(env_objects, "Deployment", "payment", "payment")["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "payment"]
     assert user == [f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"]
-    assert [args for keyword, args in stage if keyword == "EXPOSE"] == [str(container["ports"][0]["containerPort"])]
+    # The image alone serves $PORT (docker run); in the pod nginx takes that port and
+    # payment-config moves gunicorn to a loopback port.
+    assert [args for keyword, args in stage if keyword == "EXPOSE"] == [image_env["PORT"]]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     supplied = {item["name"] for item in container.get("env", [])}
     # Everything the service writes lives on a mounted volume: the root filesystem is

@@ -109,10 +109,13 @@ def test_images_are_pinned_by_version_tag(env):
         service = deployment["metadata"]["name"]
         for container in containers(deployment):
             image = container["image"]
-            match = re.fullmatch(r"(?P<repo>[a-z0-9.-]+(?::\d+)?/[\w./-]+):(?P<tag>[\w][\w.-]*)", image)
-            assert match, f"{service}: image {image!r} is not registry/name:tag"
+            match = re.fullmatch(
+                r"(?P<repo>[a-z0-9.-]+(?::\d+)?/[\w./-]+):(?P<tag>[\w][\w.-]*)(@sha256:[0-9a-f]{64})?", image)
+            assert match, f"{service}: image {image!r} is not registry/name:tag[@digest]"
             tag = match["tag"]
             assert tag != "latest" and re.match(r"v?\d+\.\d+", tag), f"{service}: tag {tag!r}"
+            if container["name"] != service:
+                continue  # a sidecar (payment's nginx proxy) has its own release
             # The recommended version label says which release runs.
             version = deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"]
             assert version == tag.removeprefix("v"), f"{service}: version label {version} != tag {tag}"
@@ -141,11 +144,15 @@ def test_antaeus_is_reachable_from_outside_the_cluster(env):
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_configuration_differs_per_environment_through_the_generator(env):
     objects = render(f"overlays/{env}")
-    configs = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["namespace"] == "payment"]
-    assert len(configs) == 1
-    name = configs[0]["metadata"]["name"]
+    configs = {o["metadata"]["name"].rsplit("-", 1)[0]: o["metadata"]["name"]
+               for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["namespace"] == "payment"}
+    assert configs.keys() == {"payment-config", "payment-nginx"}
+    name = configs["payment-config"]
     # The generator's content hash: a change of configuration is a new name, so it rolls the pod.
     assert re.fullmatch(r"payment-config-[a-z0-9]{10}", name), name
+    assert re.fullmatch(r"payment-nginx-[a-z0-9]{10}", configs["payment-nginx"])
+    volumes = find(objects, "Deployment", "payment", "payment")["spec"]["template"]["spec"]["volumes"]
+    assert configs["payment-nginx"] in [v["configMap"]["name"] for v in volumes if "configMap" in v]
     refs = [
         ref["configMapRef"]["name"]
         for c in containers(find(objects, "Deployment", "payment", "payment"))

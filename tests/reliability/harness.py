@@ -16,8 +16,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tests import postgres
-from tests.server import Server, antaeus_request, read_reply
+from harness import postgres
+from harness.server import Server, antaeus_request, read_reply
 
 CHARGES = "payment_app_chargeattempt"
 

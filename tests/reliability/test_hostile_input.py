@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.reliability.harness import FaultServer, charge_body, concurrently, figures, unique_customer
-from tests.server import ANTAEUS_HOST, antaeus_request, read_reply, send_raw
+from harness.server import ANTAEUS_HOST, antaeus_request, read_reply, send_raw
 from tests.service.test_charge_api import BAD_BODIES
 
 pytestmark = pytest.mark.server

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from tests.reliability.harness import FaultServer, charge_body, concurrently, figures
-from tests.server import antaeus_request, send_raw
+from harness.server import antaeus_request, send_raw
 
 pytestmark = pytest.mark.server
 

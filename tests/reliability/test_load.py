@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests import postgres
+from harness import postgres
 from tests.reliability.harness import DatabaseLock, Load, figures, lost
 
 WORKERS = 4
@@ -185,7 +185,7 @@ def test_postgresql_restart_during_load_only_json_and_nothing_lost(servers):
 def test_one_idempotency_key_across_servers_stores_one_row(servers):
     """32 concurrent requests with one key over two servers (4 worker processes): one row."""
     from tests.reliability.harness import charge_body, concurrently
-    from tests.server import antaeus_request, send_raw
+    from harness.server import antaeus_request, send_raw
 
     url = postgres.create_database()
     first = servers("a", env={"WEB_CONCURRENCY": "2"}, database_url=url)

@@ -3,7 +3,7 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
-from tests.server import ANTAEUS_BODY, ANTAEUS_HOST, CLUSTER_ALLOWED_HOSTS  # noqa: F401 (re-exported to the tests)
+from harness.server import ANTAEUS_BODY, ANTAEUS_HOST, CLUSTER_ALLOWED_HOSTS  # noqa: F401 (re-exported to the tests)
 
 CHARGE_URL = "/api/v1/charges"
 

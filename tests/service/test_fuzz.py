@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.server import Server
+from harness.server import Server
 
 pytestmark = pytest.mark.server
 

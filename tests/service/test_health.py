@@ -5,7 +5,7 @@ import json
 import pytest
 from django.db import connection
 
-from tests.server import free_port
+from harness.server import free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from tests import postgres
+from harness import postgres
 from tests.reliability.harness import charge_body, concurrently, figures
-from tests.server import REPO, Server, antaeus_request, send_raw
+from harness.server import REPO, Server, antaeus_request, send_raw
 
 pytestmark = [pytest.mark.server, pytest.mark.postgresql]
 

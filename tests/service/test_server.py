@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.browser import Browser
-from tests.server import (
+from harness.server import (
     ANTAEUS_BODY,
     REPO,
     TCP_ESTABLISHED,

@@ -1,7 +1,7 @@
 """Run the real service as the container does (scripts/entrypoint -> migrate -> gunicorn)
 on a loopback port, and talk raw HTTP/1.1 to it.
 
-Shared by the server tests, the stress tests and the benchmark.
+Shared by the server tests, the stress tests and the benchmark (hence outside tests/).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import sqlite3
@@ -19,10 +20,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from tests import postgres
+from harness import postgres
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ENTRYPOINT = REPO / "scripts" / "entrypoint"
+# The nginx config the pod runs in front of gunicorn (base/payment/deployment.yaml).
+NGINX_CONF = REPO / "base" / "payment" / "nginx.conf"
 
 ANTAEUS_BODY = b'{"currency":{},"customer_id":1,"value":301.99}'
 ANTAEUS_HOST = "payment.payment.svc.cluster.local:8000"
@@ -84,11 +87,21 @@ class Server:
     data_dir: pathlib.Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    # What the entrypoint execs after migrating; empty is its default (gunicorn serving the service).
+    command: tuple[str, ...] = ()
+    # As the pod runs it: nginx (base/payment/nginx.conf) on `port`, gunicorn behind it on `app_port`.
+    proxy: bool = False
+    app_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    nginx: subprocess.Popen | None = None
     started_at: float = 0.0
     # PostgreSQL: the server's own database, created at the first start when the run's
     # backend is PostgreSQL (or given); None: SQLite at `database`.
     database_url: str | None = None
+
+    @property
+    def gunicorn_port(self) -> int:
+        return self.app_port if self.proxy else self.port
 
     @property
     def database(self) -> pathlib.Path:
@@ -104,7 +117,7 @@ class Server:
             "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "HOME": str(self.data_dir),
             "HOST": "127.0.0.1",
-            "PORT": str(self.port),
+            "PORT": str(self.gunicorn_port),
             "DATABASE_PATH": str(self.database),
             **({"DATABASE_URL": self.database_url} if self.database_url else {}),
             "DJANGO_SECRET_KEY_FILE": str(self.data_dir / "secret_key"),
@@ -118,10 +131,12 @@ class Server:
     def start(self, *, wait: bool = True, timeout: float = 60.0) -> "Server":
         self._ensure_database()
         (self.data_dir / "static").mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
         self.started_at = time.monotonic()
+        if self.proxy and self.nginx is None:
+            self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port)
+        log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(ENTRYPOINT)],
+            [str(ENTRYPOINT), *self.command],
             cwd=REPO,
             env=self.environment(),
             stdout=log,
@@ -182,7 +197,7 @@ class Server:
 
     def listening_workers(self) -> set[int]:
         """Workers that hold a socket listening on the port."""
-        listening = {inode for inode, state in tcp_sockets(self.port).items() if state == TCP_LISTEN}
+        listening = {inode for inode, state in tcp_sockets(self.gunicorn_port).items() if state == TCP_LISTEN}
         return {pid for pid in self.workers() if socket_inodes(pid) & listening}
 
     def charge(self, body: bytes = ANTAEUS_BODY, **kwargs) -> Reply:
@@ -193,6 +208,7 @@ class Server:
         os.killpg(self.process.pid, sig)
 
     def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM gunicorn and wait for it; nginx, if any, stays for a restart (close())."""
         if self.process is None:
             return None
         if self.process.poll() is None:
@@ -202,6 +218,13 @@ class Server:
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 self.kill()
         return self.process.returncode
+
+    def close(self) -> None:
+        """Stop gunicorn, then nginx."""
+        self.stop()
+        if self.nginx is not None:
+            stop_nginx(self.nginx)
+            self.nginx = None
 
     def kill(self) -> None:
         """SIGKILL the master and every worker at once, as an OOM kill or node loss would."""
@@ -251,6 +274,55 @@ class _SqliteQmark:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def nginx_executable() -> str:
+    """nginx from PATH or Debian's /usr/sbin; a clear error if it is missing."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if not found:
+        raise FileNotFoundError("nginx is not installed: `apt-get install nginx-light` (.ci/run installs it)")
+    return found
+
+
+def nginx_config(data_dir: pathlib.Path, *, listen: int, upstream: int) -> str:
+    """The pod's nginx.conf with loopback ports and its /tmp paths moved under data_dir."""
+    text = NGINX_CONF.read_text()
+    for old, new in (("listen 8000;", f"listen 127.0.0.1:{listen};"),
+                     ("server 127.0.0.1:8001;", f"server 127.0.0.1:{upstream};"),
+                     (" /tmp/", f" {data_dir}/")):
+        if old not in text:
+            raise ValueError(f"{NGINX_CONF} no longer holds {old!r}: update harness/server.py")
+        text = text.replace(old, new)
+    return text
+
+
+def start_nginx(data_dir: pathlib.Path, *, listen: int, upstream: int, timeout: float = 10.0) -> subprocess.Popen:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "nginx.conf"
+    config.write_text(nginx_config(data_dir, listen=listen, upstream=upstream))
+    log = (data_dir / "nginx.log").open("ab")
+    process = subprocess.Popen(
+        [nginx_executable(), "-g", "daemon off;", "-p", str(data_dir), "-e", "stderr", "-c", str(config)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + timeout
+    while not any(state == TCP_LISTEN for state in tcp_sockets(listen).values()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_nginx(process)
+            raise RuntimeError(f"nginx did not start:\n{(data_dir / 'nginx.log').read_text(errors='replace')}")
+        time.sleep(0.02)
+    return process
+
+
+def stop_nginx(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGQUIT)  # graceful, as the image's STOPSIGNAL
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
 
 
 TCP_LISTEN, TCP_ESTABLISHED = "0A", "01"  # states as /proc/net/tcp writes them

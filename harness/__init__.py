@@ -1,0 +1,1 @@
+"""The real-server harness shared by the tests and the benchmark."""
