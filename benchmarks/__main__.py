@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=_ints, help="wrk connection counts (default 1,8,32)")
     parser.add_argument("--duration", type=int, help="seconds per wrk run (default 8)")
     parser.add_argument("--sequential", type=int, help="charges in the sequential run (default 1000; 0: skip)")
-    parser.add_argument("--apps", help="comma list of service-nginx,service,baseline (default all three)")
+    parser.add_argument("--apps", help="comma list of service-nginx,service-nginx-postgresql,service,baseline (default all four)")
     parser.add_argument("--normal-sync", action="store_true",
                         help="also run the baseline with synchronous=NORMAL, to show the fsync cost")
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")

@@ -120,7 +120,7 @@ def render(plan: Plan, configs: list[Config], machine: str) -> str:
         "",
         process_table(configs),
         "",
-        "Targets (service-nginx is the deployed configuration):",
+        "Targets (service-nginx is the deployed configuration on SQLite, service-nginx-postgresql on PostgreSQL):",
         *verdicts(configs),
     ]
     if mismatches:

@@ -11,11 +11,20 @@ from dataclasses import asdict, dataclass, field
 
 from benchmarks import wrk
 from benchmarks.servers import BASELINE_COMMAND, SERVICE_COMMAND, BenchServer, Memory, memory, server_environment
+from harness import postgres
 from harness.server import antaeus_request, read_reply
 
-APPS = {"service": SERVICE_COMMAND, "service-nginx": SERVICE_COMMAND, "baseline": BASELINE_COMMAND}
+APPS = {
+    "service": SERVICE_COMMAND,
+    "service-nginx": SERVICE_COMMAND,
+    "service-nginx-postgresql": SERVICE_COMMAND,
+    "baseline": BASELINE_COMMAND,
+}
 # As the pod runs it: the service behind base/payment/nginx.conf (docs/reliability.md).
-PROXIED = {"service-nginx"}
+PROXIED = {"service-nginx", "service-nginx-postgresql"}
+# On a new database of the local PostgreSQL server (PAYMENT_TEST_POSTGRES_URL), as
+# production runs it; the others on SQLite.
+ON_POSTGRESQL = {"service-nginx-postgresql"}
 
 
 @dataclass(frozen=True)
@@ -27,8 +36,9 @@ class Plan:
     duration_s: int = 8
     warmup_s: int = 1
     sequential: int = 1000
-    # service-nginx is the deployed configuration; service is gunicorn alone, as before.
-    apps: tuple[str, ...] = ("service-nginx", "service", "baseline")
+    # service-nginx is the deployed configuration (SQLite); service-nginx-postgresql the
+    # same on PostgreSQL, as production runs it; service is gunicorn alone, as before.
+    apps: tuple[str, ...] = ("service-nginx", "service-nginx-postgresql", "service", "baseline")
     # Extra baseline runs with synchronous=NORMAL: what the fsync at each commit costs.
     normal_sync: bool = False
 
@@ -124,6 +134,7 @@ def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Conf
         env=server_environment(workers=workers, threads=threads, extra=extra),
         command=command,
         proxy=app in PROXIED,
+        database_url=postgres.create_database() if app in ON_POSTGRESQL else None,
     )
     try:
         server.start(wait=False)
@@ -162,10 +173,15 @@ def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Conf
 def run(plan: Plan, log=print) -> list[Config]:
     configs = []
     apps = list(plan.apps) + (["baseline-normal"] if plan.normal_sync else [])
-    for workers in plan.workers:
-        for threads in plan.threads:
-            for app in apps:
-                configs.append(measure(app, workers, threads, plan, log))
+    if ON_POSTGRESQL & set(apps) and (reason := postgres.unreachable_reason()):
+        raise SystemExit(f"{reason} (or leave out {', '.join(sorted(ON_POSTGRESQL))} with --apps)")
+    try:
+        for workers in plan.workers:
+            for threads in plan.threads:
+                for app in apps:
+                    configs.append(measure(app, workers, threads, plan, log))
+    finally:
+        postgres.drop_databases()
     return configs
 
 
