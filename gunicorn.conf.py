@@ -5,9 +5,17 @@ Used by the container's entrypoint, `make run` and the tests that start the real
 
 import gc
 import os
+import pathlib
 import tempfile
 
-from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER
+from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER, TRACE_FILTER
+
+# Prometheus multiprocess mode: the client library reads this variable when it is first
+# imported (by the preloaded app, below), so it is set here, before anything loads it.
+# The pod sets it to an emptyDir; elsewhere each start gets a fresh temporary directory.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="payment-metrics-")
+metrics_port = int(os.environ.get("METRICS_PORT", "9000"))
 
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -61,6 +69,7 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": JSON_FORMATTER},
+    "filters": {"trace": TRACE_FILTER},
     # gunicorn's own logger setup expects these two handler names.
     "handlers": {"console": STDOUT_HANDLER, "error_console": STDOUT_HANDLER},
     "loggers": {
@@ -74,6 +83,34 @@ logconfig_dict = {
 }
 
 
+def on_starting(server):
+    """Empty the metrics directory once per master start (not on a reload, which keeps
+    the workers' counts): files left by an earlier run would be summed into this one's."""
+    for path in pathlib.Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        path.unlink()
+
+
+def when_ready(server):
+    """Serve /metrics from the master on its own port: the sum of every worker's files,
+    plus the master's process metrics. Scraping never touches the charge port."""
+    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    ProcessCollector(registry=registry)
+    host = os.environ.get("HOST", "0.0.0.0")
+    start_http_server(metrics_port, addr=host, registry=registry)
+    server.log.info("Metrics listening at: http://%s:%s/metrics", host, metrics_port)
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges (its counters and histograms stay summed)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def pre_fork(server, worker):
     """Freeze the master's objects before each fork: the workers' garbage collector then
     leaves them alone, so it does not write to (and un-share) the preloaded pages."""
@@ -82,5 +119,13 @@ def pre_fork(server, worker):
 
 def post_worker_init(worker):
     """With reuse_port the master holds no socket and logs "Listening at:" with no
-    address; each worker says what it bound."""
+    address; each worker says what it bound. Then the worker's own metric values and
+    tracer (tracing exports from a thread, which must be started after the fork)."""
     worker.log.info("Worker listening at: %s", ", ".join(str(sock) for sock in worker.sockets))
+    from django.conf import settings
+
+    from payment_app import metrics
+    from payment_project import tracing
+
+    metrics.worker_started(success_rate=settings.PAYMENT_SUCCESS_RATE)
+    tracing.configure_worker()
