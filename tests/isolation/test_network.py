@@ -51,14 +51,15 @@ def test_connectivity_map_matches_expected_file(env):
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_connectivity_map_payment_is_reached_only_by_antaeus(env):
+def test_connectivity_map_payment_is_reached_only_by_antaeus_and_prometheus(env):
     # The headline property, read straight from the map (independent of the expected file).
     into_payment = [
         line for line in connectivity_lines(analyse(env).connectivity) if line.split(" => ")[1].startswith("payment/")
     ]
-    assert into_payment == [
-        "antaeus/antaeus[Deployment] => payment/payment[Deployment] : {protocols:TCP,dst_ports:8000}"
-    ]
+    expected = ["antaeus/antaeus[Deployment] => payment/payment[Deployment] : {protocols:TCP,dst_ports:8000}"]
+    if env == "production":  # monitoring on: Prometheus, on the metrics port only
+        expected.append("monitoring/prometheus[Pod] => payment/payment[Deployment] : {protocols:TCP,dst_ports:9000}")
+    assert into_payment == expected
 
 
 def _check_cases():

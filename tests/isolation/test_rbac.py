@@ -114,6 +114,8 @@ KIND_RESOURCES = {
     "Secret": "secrets",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers.autoscaling",
     "PodDisruptionBudget": "poddisruptionbudgets.policy",
+    "PodMonitor": "podmonitors.monitoring.coreos.com",
+    "PrometheusRule": "prometheusrules.monitoring.coreos.com",
 }
 # What kustomize-controller does with the objects of a Kustomization: server-side apply
 # (create/patch), drift detection and health checks (get/list/watch), garbage collection

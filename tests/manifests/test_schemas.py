@@ -1,6 +1,6 @@
 """Everything rendered passes kubernetes-validate --strict (Kubernetes 1.30 and the newest
 version the installed kubernetes-validate bundles); custom resources are checked by their
-own engines (test_flux.py, test_argocd.py)."""
+own engines (test_flux.py, test_argocd.py, tests/monitoring)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,13 @@ pytestmark = pytest.mark.manifests
 
 VERSIONS = ("1.30", kv.major_minor(kv.latest_version()))
 # Custom resources with no schema in kubernetes-validate, validated elsewhere.
-CUSTOM_GROUPS = ("kustomize.toolkit.fluxcd.io/", "source.toolkit.fluxcd.io/", "argoproj.io/")
+CUSTOM_GROUPS = (
+    "kustomize.toolkit.fluxcd.io/",
+    "source.toolkit.fluxcd.io/",
+    "helm.toolkit.fluxcd.io/",
+    "argoproj.io/",
+    "monitoring.coreos.com/",  # tests/monitoring/test_resources.py
+)
 
 # kubernetes-validate re-reads its (large) schema files for every object; they never change.
 kv.schema_contents = functools.cache(kv.schema_contents)
