@@ -96,13 +96,18 @@ def readiness(ready: bool) -> None:
 def worker_started(*, success_rate: float) -> None:
     """Called in each gunicorn worker once it runs: the values a worker holds from its start.
 
-    Every outcome is created at zero too, so a rate over it is 0, not "no data", until the
-    first charge of that kind.
+    Every outcome is created at zero too (a refusal with its most common code), so a rate
+    over it is 0, not "no data", until the first charge of that kind.
     """
     SUCCESS_RATE.set(success_rate)
-    for outcome in ("succeeded", "declined"):
-        CHARGES.labels(outcome=outcome, error="")
-    CHARGES.labels(outcome="storage_unavailable", error="storage_unavailable")
+    for outcome, error in (
+        ("succeeded", ""),
+        ("declined", ""),
+        ("rejected", "validation_error"),
+        ("storage_unavailable", "storage_unavailable"),
+        ("error", "error"),
+    ):
+        CHARGES.labels(outcome=outcome, error=error)
 
 
 def http_request(*, route: str, method: str, status: int, seconds: float) -> None:
