@@ -90,6 +90,9 @@ def on_starting(server):
         path.unlink()
 
 
+_metrics_server = None
+
+
 def when_ready(server):
     """Serve /metrics from the master on its own port: the sum of every worker's files,
     plus the master's process metrics. Scraping never touches the charge port."""
@@ -100,7 +103,8 @@ def when_ready(server):
     MultiProcessCollector(registry)
     ProcessCollector(registry=registry)
     host = os.environ.get("HOST", "0.0.0.0")
-    start_http_server(metrics_port, addr=host, registry=registry)
+    global _metrics_server
+    _metrics_server, _thread = start_http_server(metrics_port, addr=host, registry=registry)
     server.log.info("Metrics listening at: http://%s:%s/metrics", host, metrics_port)
 
 
@@ -109,6 +113,12 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server, worker):
+    """A worker does not keep the master's metrics socket open: the port dies with the master."""
+    if _metrics_server is not None:
+        _metrics_server.socket.close()
 
 
 def pre_fork(server, worker):
