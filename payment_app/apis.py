@@ -83,6 +83,20 @@ class ChargeCreateApi(APIView):
         def get_currency(self, attempt: ChargeAttempt) -> str | None:
             return attempt.currency or None
 
+    def dispatch(self, request, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            metrics.charge_timed(started)
+
+    def handle_exception(self, exc):
+        # Every refused charge passes here on its way to the one error shape: count it by
+        # the code the answer carries.
+        response = super().handle_exception(exc)
+        metrics.charge_refused(status=response.status_code, error=str(response.data.get("error", "error")))
+        return response
+
     @extend_schema(
         operation_id="charge_create",
         request=InputSerializer,
@@ -107,20 +121,6 @@ class ChargeCreateApi(APIView):
         description="Record a charge attempt and return its outcome in `result` (true: charged). "
         "Both outcomes answer 201: the attempt was created either way.",
     )
-    def dispatch(self, request, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return super().dispatch(request, *args, **kwargs)
-        finally:
-            metrics.charge_timed(started)
-
-    def handle_exception(self, exc):
-        # Every refused charge passes here on its way to the one error shape: count it by
-        # the code the answer carries.
-        response = super().handle_exception(exc)
-        metrics.charge_refused(status=response.status_code, error=str(response.data.get("error", "error")))
-        return response
-
     def post(self, request):
         if not request.content_type:
             raise UnsupportedMediaType("", detail="Send the charge as Content-Type: application/json.")
