@@ -66,12 +66,25 @@ HTTP_DURATION = Histogram(
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+# Label children by their values: labels() validates and builds its key on every call, a
+# few microseconds each, so each child is looked up once (docs/performance.md).
+_charge_children: dict[tuple[str, str], object] = {}
+_http_children: dict[tuple[str, str, int], tuple[object, object]] = {}
+
+
+def _charges(outcome: str, error: str):
+    child = _charge_children.get((outcome, error))
+    if child is None:
+        child = _charge_children[(outcome, error)] = CHARGES.labels(outcome, error)
+    return child
+
+
 def charge_recorded(*, succeeded: bool, created: bool) -> None:
     """A charge answered with an attempt: a new one, or the replay of an earlier one."""
     if not created:
         REPLAYS.inc()
     else:
-        CHARGES.labels(outcome="succeeded" if succeeded else "declined", error="").inc()
+        _charges("succeeded" if succeeded else "declined", "").inc()
 
 
 def charge_refused(*, status: int, error: str) -> None:
@@ -82,7 +95,7 @@ def charge_refused(*, status: int, error: str) -> None:
         outcome = "error"
     else:
         outcome = "rejected"
-    CHARGES.labels(outcome=outcome, error=error).inc()
+    _charges(outcome, error).inc()
 
 
 def charge_timed(started: float) -> None:
@@ -107,10 +120,18 @@ def worker_started(*, success_rate: float) -> None:
         ("storage_unavailable", "storage_unavailable"),
         ("error", "error"),
     ):
-        CHARGES.labels(outcome=outcome, error=error)
+        _charges(outcome, error)
 
 
 def http_request(*, route: str, method: str, status: int, seconds: float) -> None:
-    method = method if method in _KNOWN_METHODS else "other"
-    HTTP_REQUESTS.labels(route=route, method=method, status=str(status)).inc()
-    HTTP_DURATION.labels(route=route).observe(seconds)
+    key = (route, method, status)
+    children = _http_children.get(key)
+    if children is None:
+        label = method if method in _KNOWN_METHODS else "other"
+        children = _http_children[key] = (
+            HTTP_REQUESTS.labels(route, label, str(status)),
+            HTTP_DURATION.labels(route),
+        )
+    requests, duration = children
+    requests.inc()
+    duration.observe(seconds)
