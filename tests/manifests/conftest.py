@@ -12,7 +12,7 @@ from tests.kube import REPO, render
 ENVIRONMENTS = ("staging", "production")
 SERVICES = ("antaeus", "payment")
 # Where kustomizations live; every one of them must render.
-KUSTOMIZE_ROOTS = ("base", "overlays", "clusters", "argocd")
+KUSTOMIZE_ROOTS = ("base", "overlays", "clusters", "infrastructure", "components", "argocd")
 
 
 def kustomize_dirs() -> list[str]:
