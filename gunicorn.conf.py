@@ -93,15 +93,29 @@ def on_starting(server):
 _metrics_server = None
 
 
+def _worker_pids(server) -> list[int]:
+    # The arbiter's table of live workers, read from the metrics thread while the main
+    # thread may change it: copy, and retry the rare copy that races a change.
+    for _ in range(5):
+        try:
+            return list(server.WORKERS)
+        except RuntimeError:
+            continue
+    return []
+
+
 def when_ready(server):
     """Serve /metrics from the master on its own port: the sum of every worker's files,
     plus the master's process metrics. Scraping never touches the charge port."""
     from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    from payment_app.metrics import WorkerProcessCollector
+
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
     ProcessCollector(registry=registry)
+    registry.register(WorkerProcessCollector(lambda: _worker_pids(server)))
     host = os.environ.get("HOST", "0.0.0.0")
     global _metrics_server
     _metrics_server, _thread = start_http_server(metrics_port, addr=host, registry=registry)

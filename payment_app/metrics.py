@@ -135,3 +135,34 @@ def http_request(*, route: str, method: str, status: int, seconds: float) -> Non
     requests, duration = children
     requests.inc()
     duration.observe(seconds)
+
+
+class WorkerProcessCollector:
+    """The gunicorn workers' process metrics (CPU, memory, file descriptors), for the
+    master's /metrics: the client library's own ProcessCollector, read for each live
+    worker and labelled with its pid. (In multiprocess mode the workers export none
+    themselves.) A worker's series end with it; its successor starts new ones."""
+
+    PREFIX = "payment_worker_"
+
+    def __init__(self, worker_pids):
+        self._worker_pids = worker_pids  # () -> iterable of pids
+
+    def collect(self):
+        from prometheus_client import ProcessCollector
+        from prometheus_client.metrics_core import Metric
+
+        families: dict[str, Metric] = {}
+        for pid in sorted(self._worker_pids()):
+            collector = ProcessCollector(namespace="", pid=lambda pid=pid: pid, registry=None)
+            for family in collector.collect():
+                name = self.PREFIX + family.name.removeprefix("process_")
+                merged = families.get(name)
+                if merged is None:
+                    merged = families[name] = Metric(name, f"Each worker's {family.documentation[0].lower()}"
+                                                     f"{family.documentation[1:]}", family.type)
+                for sample in family.samples:
+                    merged.add_sample(
+                        self.PREFIX + sample.name.removeprefix("process_"), {**sample.labels, "pid": str(pid)}, sample.value
+                    )
+        yield from families.values()

@@ -117,7 +117,8 @@ def exported_names() -> set[str]:
 
 
 def test_dashboard_queries_name_only_exported_metrics():
-    exported = exported_names() | {"up", "process_resident_memory_bytes", "process_cpu_seconds_total"}
+    worker = {f"payment_worker_{name}" for name in ("resident_memory_bytes", "cpu_seconds_total", "open_fds")}
+    exported = exported_names() | worker | {"up", "process_resident_memory_bytes", "process_cpu_seconds_total"}
     queries = dashboard_queries()
     assert len(queries) >= 10
     for title, expr in queries:

@@ -109,6 +109,10 @@ def test_http_and_process_metrics(server):
     found = samples(server.metrics())
     assert found[("payment_http_requests_total", (("method", "GET"), ("route", "healthz"), ("status", "200")))] >= 1
     assert found[("process_resident_memory_bytes", ())] > 0
+    # Each live worker's own process metrics, by pid.
+    rss = {dict(labels)["pid"]: value for (name, labels), value in found.items()
+           if name == "payment_worker_resident_memory_bytes"}
+    assert set(rss) == {str(pid) for pid in server.workers()} and min(rss.values()) > 0
     assert ("payment_http_request_duration_seconds_bucket", (("le", "+Inf"), ("route", "charge-create"))) in found
 
 
@@ -125,8 +129,10 @@ def test_a_killed_worker_never_makes_a_counter_go_down(server):
     respawned = samples(server.metrics())
     spread(server, 8, b'{"currency":{},"customer_id":1,"value":1}')
     later = samples(server.metrics())
+    # The service's counters (not the per-pid process series of payment_worker_*, which
+    # end with their worker, as a process's own counters do).
     counters = [key for key in before if key[0].endswith(("_total", "_count", "_sum", "_bucket"))
-                and key[0].startswith("payment_")]
+                and key[0].startswith("payment_") and not key[0].startswith("payment_worker_")]
     assert counters
     for key in counters:
         assert respawned.get(key, 0) >= before[key], key
