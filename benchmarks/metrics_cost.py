@@ -9,11 +9,11 @@ scrape of the master's registry. Figures go to docs/performance.md.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
-import timeit
 
 CHARGE = (
     "metrics.charge_recorded(succeeded=True, created=True);"
@@ -53,8 +53,6 @@ def measure(multiprocess: bool) -> dict[str, float]:
             + "print(json.dumps(out))"
         )
         result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    import json
-
     return json.loads(result.stdout)
 
 
