@@ -31,7 +31,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     DATABASE_PATH=/data/payment.sqlite3 \
     DJANGO_SECRET_KEY_FILE=/data/secret_key \
     STATIC_ROOT=/app/staticfiles \
-    PORT=8000
+    PORT=8000 \
+    METRICS_PORT=9000
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /src/staticfiles /app/staticfiles
@@ -42,7 +43,7 @@ COPY payment_app/ payment_app/
 RUN python -m compileall -q /app/payment_project /app/payment_app
 USER 10001:10001
 VOLUME ["/data"]
-EXPOSE 8000
+EXPOSE 8000 9000
 # For `docker run`; Kubernetes ignores it and uses the Deployment's probes instead.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen(u.Request(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz\", headers={'Host': 'localhost', 'Accept': 'application/json'}), timeout=2)"]

@@ -5,9 +5,20 @@ Used by the container's entrypoint, `make run` and the tests that start the real
 
 import gc
 import os
+import pathlib
 import tempfile
 
-from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER
+from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER, TRACE_FILTER
+
+# Prometheus multiprocess mode: the client library reads this variable when it is first
+# imported (by the preloaded app, below), so it is set here, before anything loads it.
+# The pod sets it to an emptyDir; elsewhere each start gets a fresh temporary directory.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="payment-metrics-")
+metrics_port = int(os.environ.get("METRICS_PORT", "9000"))
+# The metrics server's address: HOST's unless set. In the pod gunicorn binds loopback
+# (nginx in front) while Prometheus must reach the metrics from outside the pod.
+metrics_host = os.environ.get("METRICS_HOST") or os.environ.get("HOST", "0.0.0.0")
 
 
 def _drop_listening_without_address(record) -> bool:
@@ -68,7 +79,7 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": JSON_FORMATTER},
-    "filters": {"listening": {"()": lambda: _drop_listening_without_address}},
+    "filters": {"trace": TRACE_FILTER, "listening": {"()": lambda: _drop_listening_without_address}},
     # gunicorn's own logger setup expects these two handler names.
     "handlers": {"console": STDOUT_HANDLER, "error_console": STDOUT_HANDLER},
     "loggers": {
@@ -87,17 +98,76 @@ logconfig_dict = {
 }
 
 
+def on_starting(server):
+    """Empty the metrics directory once per master start (not on a reload, which keeps
+    the workers' counts): files left by an earlier run would be summed into this one's."""
+    for path in pathlib.Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        path.unlink()
+
+
+_metrics_server = None
+
+
+def _worker_pids(server) -> list[int]:
+    # The arbiter's table of live workers, read from the metrics thread while the main
+    # thread may change it: copy, and retry the rare copy that races a change.
+    for _ in range(5):
+        try:
+            return list(server.WORKERS)
+        except RuntimeError:
+            continue
+    return []
+
+
+def when_ready(server):
+    """The master says where it serves (the configured bind: the workers open the
+    sockets), then serves /metrics on its own port: the sum of every worker's files, plus
+    the master's process metrics. Scraping never touches the charge port."""
+    server.log.info("Listening at: %s", ", ".join(f"http://{address}" for address in server.cfg.bind))
+    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from payment_app.metrics import WorkerProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    ProcessCollector(registry=registry)
+    registry.register(WorkerProcessCollector(lambda: _worker_pids(server)))
+    global _metrics_server
+    _metrics_server, _thread = start_http_server(metrics_port, addr=metrics_host, registry=registry)
+    server.log.info("Metrics listening at: http://%s:%s/metrics", metrics_host, metrics_port)
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges (its counters and histograms stay summed)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server, worker):
+    """A worker does not keep the master's metrics socket open: the port dies with the master."""
+    if _metrics_server is not None:
+        _metrics_server.socket.close()
+
+
 def pre_fork(server, worker):
     """Freeze the master's objects before each fork: the workers' garbage collector then
     leaves them alone, so it does not write to (and un-share) the preloaded pages."""
     gc.freeze()
 
 
-def when_ready(server):
-    """The master says where it serves: the configured bind (the workers open the sockets)."""
-    server.log.info("Listening at: %s", ", ".join(f"http://{address}" for address in server.cfg.bind))
-
-
 def post_worker_init(worker):
-    """Each worker says what it bound (with reuse_port, each opens its own socket)."""
+    """Each worker says what it bound (with reuse_port, each opens its own socket), then
+    sets up its own metric values and tracer (tracing exports from a thread, which must be
+    started after the fork)."""
     worker.log.info("Worker listening at: %s", ", ".join(str(sock) for sock in worker.sockets))
+    from django.conf import settings
+
+    if not settings.configured:  # another WSGI app under this config (the benchmark's baseline)
+        return
+    from payment_app import metrics
+    from payment_project import tracing
+
+    metrics.worker_started(success_rate=settings.PAYMENT_SUCCESS_RATE)
+    tracing.configure_worker()

@@ -92,6 +92,7 @@ class Server:
     # As the pod runs it: nginx (base/payment/nginx.conf) on `port`, gunicorn behind it on `app_port`.
     proxy: bool = False
     app_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     nginx: subprocess.Popen | None = None
     started_at: float = 0.0
@@ -118,6 +119,8 @@ class Server:
             "HOME": str(self.data_dir),
             "HOST": "127.0.0.1",
             "PORT": str(self.gunicorn_port),
+            "METRICS_PORT": str(self.metrics_port),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.data_dir / "metrics"),
             "DATABASE_PATH": str(self.database),
             **({"DATABASE_URL": self.database_url} if self.database_url else {}),
             "DJANGO_SECRET_KEY_FILE": str(self.data_dir / "secret_key"),
@@ -131,6 +134,7 @@ class Server:
     def start(self, *, wait: bool = True, timeout: float = 60.0) -> "Server":
         self._ensure_database()
         (self.data_dir / "static").mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "metrics").mkdir(parents=True, exist_ok=True)
         self.started_at = time.monotonic()
         if self.proxy and self.nginx is None:
             self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port)
@@ -200,6 +204,13 @@ class Server:
         listening = {inode for inode, state in tcp_sockets(self.gunicorn_port).items() if state == TCP_LISTEN}
         return {pid for pid in self.workers() if socket_inodes(pid) & listening}
 
+    def metrics(self, *, timeout: float = 5.0) -> str:
+        """The Prometheus text exposition served on the metrics port."""
+        raw = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        reply = send_raw(self.metrics_port, raw, timeout=timeout, method="GET")
+        assert reply.status == 200, reply
+        return reply.body.decode()
+
     def charge(self, body: bytes = ANTAEUS_BODY, **kwargs) -> Reply:
         return send_raw(self.port, antaeus_request(body, **kwargs))
 
@@ -256,7 +267,8 @@ class Server:
         """
         if self.database_url:
             return postgres.connect(self.database_url)
-        return contextlib.closing(_SqliteQmark(sqlite3.connect(self.database, timeout=30)))
+        # Autocommit, like the PostgreSQL connection: a write is there once execute returns.
+        return contextlib.closing(_SqliteQmark(sqlite3.connect(self.database, timeout=30, isolation_level=None)))
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self.db() as db:

@@ -1,5 +1,7 @@
 """The HTTP API. Views are thin: validate, call the service, serialize."""
 
+import time
+
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -11,6 +13,7 @@ from rest_framework.exceptions import UnsupportedMediaType, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from payment_app import metrics
 from payment_app.fields import AmountField, CurrencyField, StrictIntegerField
 from payment_app.models import (
     AMOUNT_DECIMAL_PLACES,
@@ -60,6 +63,20 @@ class ChargeCreateApi(APIView):
         def get_currency(self, attempt: ChargeAttempt) -> str | None:
             return attempt.currency or None
 
+    def dispatch(self, request, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            metrics.charge_timed(started)
+
+    def handle_exception(self, exc):
+        # Every refused charge passes here on its way to the one error shape: count it by
+        # the code the answer carries.
+        response = super().handle_exception(exc)
+        metrics.charge_refused(status=response.status_code, error=str(response.data.get("error", "error")))
+        return response
+
     @extend_schema(
         operation_id="charge_create",
         tags=["charges"],
@@ -99,12 +116,13 @@ class ChargeCreateApi(APIView):
         idempotency_key = _idempotency_key(request)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        attempt, _created = charge_attempt_create(
+        attempt, created = charge_attempt_create(
             customer_id=serializer.validated_data["customer_id"],
             amount=serializer.validated_data["value"],
             currency=serializer.validated_data["currency"],
             idempotency_key=idempotency_key,
         )
+        metrics.charge_recorded(succeeded=attempt.succeeded, created=created)
         return Response(self.OutputSerializer(attempt).data, status=status.HTTP_201_CREATED)
 
 

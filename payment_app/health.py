@@ -8,6 +8,9 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
+from health_check.views import HealthCheckView
+
+from payment_app import metrics
 
 
 @dataclasses.dataclass
@@ -81,3 +84,12 @@ class MigrationsApplied(HealthCheck):
             connection.close()
         if plan:
             raise ServiceUnavailable(f"{len(plan)} migration(s) not applied")
+
+
+class ReadinessView(HealthCheckView):
+    """django-health-check's view, recording each answer in the `payment_ready` metric."""
+
+    async def get(self, request, *args, **kwargs):
+        response = await super().get(request, *args, **kwargs)
+        metrics.readiness(not any(result.error for result in self.results))
+        return response

@@ -9,4 +9,12 @@ JSON_FORMATTER = {
     "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
 }
 
-STDOUT_HANDLER = {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}
+# Adds the trace id to lines logged inside a traced request (payment_project.tracing).
+TRACE_FILTER = {"()": "payment_project.tracing.TraceContextFilter"}
+
+STDOUT_HANDLER = {
+    "class": "logging.StreamHandler",
+    "stream": "ext://sys.stdout",
+    "formatter": "json",
+    "filters": ["trace"],
+}

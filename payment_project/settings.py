@@ -9,7 +9,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER
+from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER, TRACE_FILTER
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -72,6 +72,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Counts and times every answer (payment_app.metrics), so it comes first.
+    "payment_app.middleware.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Django's session, CSRF, auth and messages middleware, skipped on the charge API
@@ -253,6 +255,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": JSON_FORMATTER},
+    "filters": {"trace": TRACE_FILTER},
     "handlers": {"stdout": STDOUT_HANDLER},
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {

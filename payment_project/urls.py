@@ -7,13 +7,13 @@ from health_check.checks import Database
 from health_check.views import HealthCheckView
 
 from payment_app.apis import ChargeCreateApi
-from payment_app.health import DatabaseWritable, MigrationsApplied
+from payment_app.health import DatabaseWritable, MigrationsApplied, ReadinessView
 
 urlpatterns = [
     # With and without the trailing slash, and no redirect between them: Antaeus does
     # not follow a redirect for a POST it cannot re-send.
     path("api/v1/charges", ChargeCreateApi.as_view(), name="charge-create"),
-    path("api/v1/charges/", ChargeCreateApi.as_view(schema=None)),  # same operation, one schema entry
+    path("api/v1/charges/", ChargeCreateApi.as_view(schema=None), name="charge-create-slash"),  # same operation, one schema entry
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     # Liveness: the process answers; no dependency, so a slow disk never restarts the pod.
@@ -21,7 +21,7 @@ urlpatterns = [
     # Readiness: the database answers, takes writes and carries every migration.
     path(
         "readyz",
-        HealthCheckView.as_view(checks=[Database, DatabaseWritable, MigrationsApplied]),
+        ReadinessView.as_view(checks=[Database, DatabaseWritable, MigrationsApplied]),
         name="readyz",
     ),
     path("admin/", admin.site.urls),

@@ -66,6 +66,13 @@ CHECKS = (
     Check("forbids", "antaeus-neighbour-to-payment"),
     Check("forbids", "antaeus-lookalike-to-payment"),
     Check("forbids", "only-antaeus-to-payment"),
+    # Metrics (components/monitoring): Prometheus of the monitoring namespace reaches the
+    # metrics port where monitoring is on, and nothing else; no one else reaches it.
+    Check("permits", "prometheus-to-payment-metrics", envs=("production",)),
+    Check("forbids", "prometheus-to-payment-metrics", envs=("staging",)),
+    Check("forbids", "prometheus-to-payment-other-ports"),
+    Check("forbids", "others-to-payment-metrics"),
+    Check("forbids", "antaeus-to-payment-metrics"),
     # Payment talks to nothing but DNS.
     Check("forbids", "payment-to-internet"),
     Check("forbids", "payment-to-antaeus"),
@@ -154,6 +161,22 @@ def _any_port(policies: list[dict]) -> list[dict]:
     return policies
 
 
+def _metrics_rule(policies: list[dict]) -> dict:
+    return _policy(policies, "payment", "payment-metrics-from-prometheus")["spec"]["ingress"][0]
+
+
+def _metrics_whole_monitoring_namespace(policies: list[dict]) -> list[dict]:
+    # "Allow the monitoring namespace": Grafana and anything else there would scrape too.
+    del _metrics_rule(policies)["from"][0]["podSelector"]
+    return policies
+
+
+def _metrics_any_port(policies: list[dict]) -> list[dict]:
+    # No port list: Prometheus would reach the charge API too.
+    del _metrics_rule(policies)["ports"]
+    return policies
+
+
 def _internet_without_except(policies: list[dict]) -> list[dict]:
     del _policy(policies, "antaeus", "antaeus-egress-internet")["spec"]["egress"][0]["to"][0]["ipBlock"]["except"]
     return policies
@@ -207,6 +230,8 @@ class Mutation:
     caught_by: tuple[str, ...]  # Check names that must FAIL on the mutant
     # Check names that must still HOLD on the mutant (defence in depth made visible).
     still_holds: tuple[str, ...] = ()
+    # Where the policy it breaks exists.
+    envs: tuple[str, ...] = ENVIRONMENTS
 
 
 MUTATIONS = (
@@ -261,6 +286,25 @@ MUTATIONS = (
         lambda p: _without(p, ("payment", "payment-ingress-from-antaeus")),
         ("permits-antaeus-to-payment",),
     ),
+    Mutation(
+        "metrics-whole-monitoring-namespace",
+        _metrics_whole_monitoring_namespace,
+        ("forbids-others-to-payment-metrics", "forbids-only-antaeus-to-payment"),
+        still_holds=("forbids-antaeus-to-payment-metrics",),
+        envs=("production",),
+    ),
+    Mutation(
+        "metrics-any-port",
+        _metrics_any_port,
+        ("forbids-prometheus-to-payment-other-ports", "forbids-payment-other-ports"),
+        envs=("production",),
+    ),
+    Mutation(
+        "without-metrics-policy",
+        lambda p: _without(p, ("payment", "payment-metrics-from-prometheus")),
+        ("permits-prometheus-to-payment-metrics",),
+        envs=("production",),
+    ),
     Mutation("internet-egress-without-except", _internet_without_except, ("forbids-antaeus-to-private-ranges",)),
     Mutation(
         "antaeus-ingress-open",
@@ -287,6 +331,7 @@ def mutation_cases(env: str, holds: bool = False) -> list[tuple[Mutation, Check]
     return [
         (m, by_name[name])
         for m in MUTATIONS
+        if env in m.envs
         for name in (m.still_holds if holds else m.caught_by)
         if name in by_name
     ]
@@ -364,7 +409,7 @@ def analyse(env: str) -> Analysis:
     used = {m.name for holds in (False, True) for m, _ in mutation_cases(env, holds)}
     for mutation in MUTATIONS:
         if mutation.name not in used:
-            continue  # breaks a policy this environment does not have (production's database, edge)
+            continue  # breaks a policy this environment does not have (production's database, edge, metrics)
         try:
             mutated = mutation.mutate(copy.deepcopy(netpols))
         except (AssertionError, KeyError, IndexError, TypeError, ValueError) as error:

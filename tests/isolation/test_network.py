@@ -51,19 +51,21 @@ def test_connectivity_map_matches_expected_file(env):
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_connectivity_map_payment_is_reached_only_by_antaeus(env):
+def test_connectivity_map_payment_is_reached_only_by_antaeus_and_prometheus(env):
     # The headline property, read straight from the map (independent of the expected file).
     lines = connectivity_lines(analyse(env).connectivity)
     into_payment = [line for line in lines if line.split(" => ")[1].startswith("payment/payment[")]
-    assert into_payment == [
-        "antaeus/antaeus[Deployment] => payment/payment[Deployment] : {protocols:TCP,dst_ports:8000}"
-    ]
+    expected = ["antaeus/antaeus[Deployment] => payment/payment[Deployment] : {protocols:TCP,dst_ports:8000}"]
+    if env == "production":  # monitoring on: Prometheus, on the metrics port only
+        expected.append("monitoring/prometheus[Pod] => payment/payment[Deployment] : {protocols:TCP,dst_ports:9000}")
+    # nca's order is not stable: compare as sets.
+    assert sorted(into_payment) == sorted(expected)
     # Nothing else of the payment namespace is reachable, but production's database pods.
     others = {line.split(" => ")[1].split(" : ")[0] for line in lines if line.split(" => ")[1].startswith("payment/")}
-    expected = {"payment/payment[Deployment]"}
+    expected_targets = {"payment/payment[Deployment]"}
     if env == "production":
-        expected |= {"payment/payment-db-1[Pod]", "payment/payment-db-2[Pod]"}
-    assert others == expected
+        expected_targets |= {"payment/payment-db-1[Pod]", "payment/payment-db-2[Pod]"}
+    assert others == expected_targets
 
 
 def test_connectivity_map_database_is_reached_only_by_its_clients_peers_and_operator():

@@ -134,6 +134,8 @@ KIND_RESOURCES = {
     "Job": "jobs.batch",
     "Cluster": "clusters.postgresql.cnpg.io",
     "ExternalSecret": "externalsecrets.external-secrets.io",
+    "PodMonitor": "podmonitors.monitoring.coreos.com",
+    "PrometheusRule": "prometheusrules.monitoring.coreos.com",
 }
 # What kustomize-controller does with the objects of a Kustomization: server-side apply
 # (create/patch), drift detection and health checks (get/list/watch), garbage collection

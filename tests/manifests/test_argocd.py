@@ -34,8 +34,10 @@ def env(request) -> str:
 # gate in production only (as clusters/<env>/infrastructure.yaml).
 INFRASTRUCTURE = {
     "staging": {"cloudnative-pg": "infrastructure/controllers", "cert-manager": "infrastructure/controllers",
+                "kube-prometheus-stack": "infrastructure/controllers",
                 "infrastructure-configs": "infrastructure/configs"},
     "production": {"cloudnative-pg": "infrastructure/controllers", "cert-manager": "infrastructure/controllers",
+                   "kube-prometheus-stack": "infrastructure/controllers",
                    "infrastructure-configs": "infrastructure/configs", "oauth2-proxy": "infrastructure/auth"},
 }
 

@@ -164,7 +164,7 @@ def test_antaeus_probes_and_slow_start(objects):
 def test_termination_grace_outlasts_gunicorns_graceful_timeout(objects, monkeypatch):
     deployment = find(objects, "Deployment", "payment", "payment")
     # Only what the pod sets: nothing the calling shell (or make) may have exported.
-    for name in ("GUNICORN_GRACEFUL_TIMEOUT", "HOST"):
+    for name in ("GUNICORN_GRACEFUL_TIMEOUT", "HOST", "METRICS_HOST", "METRICS_PORT"):
         monkeypatch.delenv(name, raising=False)
     for name, value in container_env(objects, deployment).items():
         monkeypatch.setenv(name, value)
@@ -175,6 +175,8 @@ def test_termination_grace_outlasts_gunicorns_graceful_timeout(objects, monkeypa
     assert grace > pre_stop + config["graceful_timeout"] + 5
     # gunicorn on the pod's loopback only: nothing reaches it but nginx.
     assert config["bind"] == [f"127.0.0.1:{container_env(objects, deployment)['PORT']}"]
+    # Its metrics on every address of the pod: Prometheus scrapes them from outside it.
+    assert (config["metrics_host"], config["metrics_port"]) == ("0.0.0.0", 9000)
 
 
 # --- Labels and selectors ---------------------------------------------------------------

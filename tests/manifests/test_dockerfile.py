@@ -81,9 +81,11 @@ def test_runtime_user_port_and_data_directory_match_the_manifests(env_objects):
     pod = find(env_objects, "Deployment", "payment", "payment")["spec"]["template"]["spec"]
     (container,) = [c for c in pod["containers"] if c["name"] == "payment"]
     assert user == [f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"]
-    # The image alone serves $PORT (docker run); in the pod nginx takes that port and
-    # payment-config moves gunicorn to a loopback port.
-    assert [args for keyword, args in stage if keyword == "EXPOSE"] == [image_env["PORT"]]
+    # The image alone serves $PORT (docker run) and its metrics; in the pod nginx takes
+    # that port and payment-config moves gunicorn to a loopback port.
+    assert [args for keyword, args in stage if keyword == "EXPOSE"] == [f"{image_env['PORT']} {image_env['METRICS_PORT']}"]
+    ports = {port["name"]: str(port["containerPort"]) for port in container["ports"]}
+    assert image_env["METRICS_PORT"] == ports["metrics"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     supplied = {item["name"] for item in container.get("env", [])}
     # Everything the service writes lives on a mounted volume: the root filesystem is
@@ -95,6 +97,8 @@ def test_runtime_user_port_and_data_directory_match_the_manifests(env_objects):
         key_file = values.get("DJANGO_SECRET_KEY_FILE") or image_env["DJANGO_SECRET_KEY_FILE"]
         assert os.path.dirname(key_file) in mounts
     assert "/tmp" in mounts
+    multiproc = {e["name"]: e.get("value") for e in container.get("env", [])}["PROMETHEUS_MULTIPROC_DIR"]
+    assert multiproc in mounts
 
 
 @pytest.mark.server

@@ -1,7 +1,8 @@
 """Everything rendered passes kubernetes-validate --strict (Kubernetes 1.30 and the newest
 version the installed kubernetes-validate bundles); custom resources are checked by their
 own engines where a maintained one exists (Flux: cloudcoil-models-fluxcd, test_flux.py and
-test_edge.py; cert-manager: cloudcoil-models-cert-manager, test_edge.py; Argo CD,
+test_edge.py; cert-manager: cloudcoil-models-cert-manager, test_edge.py; the Prometheus
+Operator: cloudcoil-models-prometheus-operator, tests/monitoring/test_resources.py; Argo CD,
 CloudNativePG, External Secrets: npm models, test_custom_resources.py), and the
 kinds with none are named in every run's warnings summary."""
 
@@ -22,14 +23,18 @@ pytestmark = pytest.mark.manifests
 
 VERSIONS = ("1.30", kv.major_minor(kv.latest_version()))
 # Custom resources: kubernetes-validate has no schema for them.
-# - validated strictly against cloudcoil-models-fluxcd in test_flux.py, and against the
-#   @kubernetes-models npm packages in test_custom_resources.py:
+# - validated strictly against cloudcoil-models-fluxcd in test_flux.py,
+#   cloudcoil-models-cert-manager in test_edge.py, cloudcoil-models-prometheus-operator in
+#   tests/monitoring/test_resources.py, and against the @kubernetes-models npm packages in
+#   test_custom_resources.py:
 MODEL_VALIDATED = {
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
     ("source.toolkit.fluxcd.io/v1", "GitRepository"),
     ("source.toolkit.fluxcd.io/v1", "HelmRepository"),
     ("helm.toolkit.fluxcd.io/v2", "HelmRelease"),
     ("cert-manager.io/v1", "ClusterIssuer"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 } | NPM_VALIDATED
 # - no maintained schema or model package exists for these (the Barman Cloud plugin's
 #   ObjectStore: only its spec.configuration is model-checked, test_custom_resources.py);

@@ -110,3 +110,44 @@ def test_anonymous_users_are_sent_to_login(client, settings, attempts):
     response = client.get(LIST_URL)
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
+
+
+def test_success_share_over_time_per_day(admin, attempts):
+    from payment_app.selectors import charge_attempt_success_share_over_time
+
+    step, points = charge_attempt_success_share_over_time(attempts=ChargeAttempt.objects.all())
+    assert step == datetime.timedelta(days=1)  # 40 days of attempts: one point per day
+    assert [(p.succeeded, p.total) for p in points] == [(1, 1), (2, 3)]
+    assert points[0].start < points[1].start
+
+
+def test_success_share_over_time_per_hour_and_empty(admin):
+    from payment_app.selectors import charge_attempt_success_share_over_time
+
+    assert charge_attempt_success_share_over_time(attempts=ChargeAttempt.objects.all()) == (None, [])
+    start = timezone.now().replace(minute=0, second=0, microsecond=0)
+    for hour, outcomes in enumerate([(True, False), (True, True, True, False)]):
+        for ok in outcomes:
+            ChargeAttempt.objects.create(
+                customer_id=1, amount=Decimal("1"), succeeded=ok, created_at=start + datetime.timedelta(hours=hour)
+            )
+    step, points = charge_attempt_success_share_over_time(attempts=ChargeAttempt.objects.all())
+    assert step == datetime.timedelta(hours=1)
+    assert [p.share for p in points] == [0.5, 0.75]
+
+
+def test_list_draws_the_success_share_chart(admin, attempts, settings):
+    settings.PAYMENT_SUCCESS_RATE = 0.5
+    page = admin.get(LIST_URL).content.decode()
+    assert 'id="success-share-chart"' in page and 'data-points="2"' in page
+    assert page.count('class="share-point"') == 2
+    assert 'data-share="1.0"' in page and 'data-share="0.6667"' in page
+    assert "PAYMENT_SUCCESS_RATE (50.0%" in page
+    # The chart follows the filters, like the share above it.
+    page = admin.get(LIST_URL + "?currency=EUR").content.decode()
+    assert 'data-points="1"' in page and 'data-share="0.5"' in page
+
+
+def test_no_chart_without_attempts(admin):
+    page = admin.get(LIST_URL).content.decode()
+    assert "No attempts listed." in page and "success-share-chart" not in page

@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness import postgres
 from tests.reliability.harness import charge_body, concurrently, figures
@@ -60,6 +61,15 @@ def wait_for_charge(srv: Server, *, timeout: float = 30.0) -> tuple[int, float]:
     raise AssertionError(f"no charge recorded within {timeout}s of the database returning")
 
 
+def metric(srv: Server, name: str, **labels) -> float | None:
+    """One sample of the server's metrics port."""
+    for family in text_string_to_metric_families(srv.metrics()):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
+
+
 def test_database_stopped_then_back_json_503_then_recovery_without_restart(private_pg, pg_server):
     srv = pg_server
     workers = srv.workers()
@@ -73,9 +83,13 @@ def test_database_stopped_then_back_json_503_then_recovery_without_restart(priva
         alive = srv.get("/healthz")
         assert ready.status != 200 and ready.headers["content-type"].startswith("application/json")
         assert alive.status == 200  # liveness never depends on the database
+        assert metric(srv, "payment_ready") == 0.0  # the last readiness answer, exported
     finally:
         private_pg.start()
     refused, recovery = wait_for_charge(srv)
+    # Every 503 of the outage is counted as the metrics' storage_unavailable outcome.
+    outage = {"outcome": "storage_unavailable", "error": "storage_unavailable"}
+    assert metric(srv, "payment_charges_total", **outage) == 1 + refused
     figures("postgres-outage", refused_seconds=seconds, refused_after_return=refused, recovered_seconds=recovery)
     assert seconds < 10, "a charge must fail promptly while the database is down"
     assert srv.get("/readyz").status == 200
@@ -137,6 +151,8 @@ def test_wrong_password_is_not_ready_and_not_repeated(private_pg, tmp_path):
 def test_migrations_from_several_processes_at_once_apply_once(tmp_path):
     url = postgres.create_database()
     env = {**Server(tmp_path, database_url=url).environment(), "DJANGO_SECRET_KEY": "test-only"}
+    # As in the migration Job: no gunicorn, so no multiprocess metric files.
+    del env["PROMETHEUS_MULTIPROC_DIR"]
     runners = [
         subprocess.Popen([sys.executable, "manage.py", "migrate_locked", "--noinput"], cwd=REPO, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
