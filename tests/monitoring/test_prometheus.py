@@ -16,7 +16,7 @@ import yaml
 
 from tests.monitoring.conftest import alert_rules, dashboard_queries, rule_groups_file, runnable, selectors, tool
 from tests.reliability.harness import DatabaseLock
-from tests.server import Server, antaeus_request, free_port, send_raw
+from harness.server import Server, antaeus_request, free_port, send_raw
 
 pytestmark = pytest.mark.server
 

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from tests.server import Server
+from harness.server import Server
 
 pytestmark = pytest.mark.server
 

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.reliability.harness import DatabaseLock
-from tests.server import Server, antaeus_request, send_raw
+from harness.server import Server, antaeus_request, send_raw
 
 pytestmark = pytest.mark.server
 

@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from payment_project import tracing
-from tests.server import Server, free_port
+from harness.server import Server, free_port
 
 pytestmark = pytest.mark.server
 
