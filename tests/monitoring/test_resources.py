@@ -69,10 +69,12 @@ def test_pod_monitor_scrapes_the_metrics_port_the_pod_serves(production):
     template = deployment["spec"]["template"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
-    (container,) = template["spec"]["containers"]
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    # The service's container serves the metrics; nginx (the proxy container) the charges.
+    containers = {c["name"]: c for c in template["spec"]["containers"]}
+    ports = {p["name"]: p["containerPort"] for p in containers["payment"]["ports"]}
+    charge_port = {p["name"]: p["containerPort"] for p in containers["proxy"]["ports"]}["http"]
     metrics_port = ports[endpoint["port"]]
-    assert endpoint["port"] == "metrics" and metrics_port != ports["http"]
+    assert endpoint["port"] == "metrics" and metrics_port not in (charge_port, ports["app"])
     config = next(o for o in production if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("payment-config"))
     assert config["data"]["METRICS_PORT"] == str(metrics_port)
     # The job label the rules and the dashboard select on.
