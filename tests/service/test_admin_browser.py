@@ -1,128 +1,24 @@
 """The admin's success-share chart as a person sees it: the real server, a real login,
-and headless Chromium (Debian's package) rendering the attempts page. Chromium is driven
-over its DevTools protocol on a pipe (--remote-debugging-pipe), with no extra library.
+and headless Chromium (Debian's package) rendering the attempts page, driven by
+tests/browser.py over its DevTools protocol.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
-import fcntl
 import http.cookiejar
-import json
-import os
-import shutil
-import subprocess
 import urllib.parse
 import urllib.request
 
 import pytest
 
 from harness.server import Server
+from tests.browser import Browser
 
 pytestmark = pytest.mark.server
 
 USER, PASSWORD = "ops", "a-long-test-password-for-the-browser"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--remote-debugging-pipe",
-    "--window-size=1280,1000",
-]
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        if path := shutil.which(name):
-            return path
-    pytest.fail("chromium is not on PATH: install Debian's `chromium` package (.ci/run does)", pytrace=False)
-
-
-class DevTools:
-    """Chromium with the DevTools protocol on fds 3 (commands in) and 4 (replies out)."""
-
-    def __init__(self, profile):
-        to_chrome_r, self._to_chrome = os.pipe()
-        self._from_chrome, from_chrome_w = os.pipe()
-
-        def wire():  # in the child: the pipe ends on the descriptors Chromium reads
-            # (through copies above 9 first, so that neither end is overwritten by the other)
-            high_r = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10)
-            high_w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
-            os.dup2(high_r, 3)
-            os.dup2(high_w, 4)
-
-        self.process = subprocess.Popen(
-            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            # 3 and 4 survive the close of inherited descriptors (after preexec_fn).
-            pass_fds=(3, 4),
-            preexec_fn=wire,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
-        self._buffer = b""
-        self._id = 0
-        self.session = None
-
-    def send(self, method: str, **params) -> dict:
-        self._id += 1
-        message = {"id": self._id, "method": method, "params": params}
-        if self.session and not method.startswith("Target."):
-            message["sessionId"] = self.session
-        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
-        while True:
-            reply = self._read()
-            if reply.get("id") == self._id:
-                assert "error" not in reply, reply
-                return reply["result"]
-
-    def _read(self) -> dict:
-        while b"\0" not in self._buffer:
-            chunk = os.read(self._from_chrome, 1 << 16)
-            if not chunk:
-                raise RuntimeError("chromium closed the DevTools pipe")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def attach_page(self) -> None:
-        targets = self.send("Target.getTargets")["targetInfos"]
-        page = next(t for t in targets if t["type"] == "page")
-        self.session = self.send("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
-
-    def load(self, url: str) -> None:
-        self.send("Page.enable")
-        self.send("Page.navigate", url=url)
-        while True:  # until the page's load event
-            message = self._read()
-            if message.get("method") == "Page.loadEventFired":
-                return
-
-    def evaluate(self, expression: str):
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
-        assert "exceptionDetails" not in result, result
-        return result["result"].get("value")
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close")
-        except (OSError, RuntimeError):
-            pass
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        os.close(self._to_chrome)
-        os.close(self._from_chrome)
 
 
 def login(base: str) -> str:
@@ -169,13 +65,15 @@ def test_admin_chart_has_data_in_a_real_browser(server, tmp_path):
     base = f"http://localhost:{server.port}"
     session = login(base)
 
-    browser = DevTools(tmp_path / "profile")
+    browser = Browser()
     try:
-        browser.attach_page()
-        browser.send("Network.enable")
-        browser.send("Network.setCookie", name="sessionid", value=session, url=base)
-        browser.load(f"{base}/admin/payment_app/chargeattempt/")
-        assert browser.evaluate("document.title").startswith("Select charge attempt")
+        page = browser.session
+        browser.send("Emulation.setDeviceMetricsOverride", session=page, width=1280, height=1000,
+                     deviceScaleFactor=1, mobile=False)
+        browser.send("Network.enable", session=page)
+        browser.send("Network.setCookie", session=page, name="sessionid", value=session, url=base)
+        browser.open(f"{base}/admin/payment_app/chargeattempt/")
+        browser.wait_for("document.readyState === 'complete' && document.title.startsWith('Select charge attempt')")
         chart = browser.evaluate(
             """(() => {
                 const svg = document.getElementById('success-share-chart');
@@ -193,7 +91,7 @@ def test_admin_chart_has_data_in_a_real_browser(server, tmp_path):
                 };
             })()"""
         )
-        screenshot = base64.b64decode(browser.send("Page.captureScreenshot", format="png")["data"])
+        screenshot = base64.b64decode(browser.send("Page.captureScreenshot", session=page, format="png")["data"])
     finally:
         browser.close()
     (tmp_path / "admin-chart.png").write_bytes(screenshot)
