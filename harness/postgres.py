@@ -1,4 +1,4 @@
-"""PostgreSQL for the tests: the machine's server for ordinary runs, and private
+"""PostgreSQL for the tests and `make bench`: the machine's server for ordinary runs, and private
 throw-away servers for the tests that stop, restart or cut off the database.
 
 `PAYMENT_TEST_BACKEND=postgresql` runs the service suite on PostgreSQL
