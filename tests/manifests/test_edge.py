@@ -19,14 +19,12 @@ import kubernetes_validate.utils as kv
 import pydantic
 import pytest
 import yaml
-from cloudcoil.models.cert_manager.v1 import ClusterIssuer, Issuer
-from cloudcoil.models.fluxcd.helm.v2 import HelmRelease
-from cloudcoil.models.fluxcd.source.v1 import HelmRepository
 
 from tests.isolation.rbac import Authorizer, Request, Subject
 from tests.manifests.test_custom_resources import check
 from tests.kube import REPO, find, render, render_text
 from tests.manifests.conftest import ENVIRONMENTS
+from tests.models import MODELS, validate_strictly
 
 pytestmark = pytest.mark.manifests
 
@@ -34,13 +32,6 @@ DOC = REPO / "docs" / "deploy.md"
 INFRASTRUCTURE = ("infrastructure/controllers", "infrastructure/configs", "infrastructure/auth")
 COMPONENT = "components/admin-credentials"
 
-# Custom resources and the maintained models that validate them (unknown fields rejected).
-MODELS = {
-    ("helm.toolkit.fluxcd.io/v2", "HelmRelease"): HelmRelease,
-    ("source.toolkit.fluxcd.io/v1", "HelmRepository"): HelmRepository,
-    ("cert-manager.io/v1", "ClusterIssuer"): ClusterIssuer,
-    ("cert-manager.io/v1", "Issuer"): Issuer,
-}
 # Kinds checked by the npm model packages (test_custom_resources.py) rather than by a
 # PyPI model: the External Secrets Operator has none on PyPI.
 NPM_CHECKED = {("external-secrets.io/v1", "ExternalSecret")}
@@ -187,14 +178,14 @@ def validate(obj: dict) -> str | None:
     """Validate one object; return the reason when no engine covers its kind."""
     key = (obj["apiVersion"], obj["kind"])
     if key in MODELS:
-        MODELS[key].model_validate(obj, extra="forbid", strict=True)
+        validate_strictly(obj)
         return None
     if key in NPM_CHECKED:
         [verdict] = check([obj])
         assert verdict["model"] and not verdict["errors"], verdict
         return None
     group = obj["apiVersion"].rpartition("/")[0]
-    assert "." not in group, f"{key}: a custom resource with no model; add one to MODELS"
+    assert "." not in group, f"{key}: a custom resource with no model; add one to tests/models.py"
     kv.validate(obj, CORE_VERSION, strict=True)
     return None
 

@@ -8,21 +8,13 @@ import re
 
 import pydantic
 import pytest
-from cloudcoil.models.fluxcd.helm.v2 import HelmRelease
-from cloudcoil.models.fluxcd.kustomize.v1 import Kustomization
-from cloudcoil.models.fluxcd.source.v1 import GitRepository, HelmRepository
 
 from tests.kube import REPO, find, render
+from tests.models import validate_strictly
 from tests.manifests.conftest import ENVIRONMENTS, PART_NAMESPACES, SERVICES, is_built_in, load_yaml_documents, parts
 
 pytestmark = pytest.mark.manifests
 
-MODELS = {
-    ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): Kustomization,
-    ("source.toolkit.fluxcd.io/v1", "GitRepository"): GitRepository,
-    ("source.toolkit.fluxcd.io/v1", "HelmRepository"): HelmRepository,
-    ("helm.toolkit.fluxcd.io/v2", "HelmRelease"): HelmRelease,
-}
 FLUX_GROUPS = ("kustomize.toolkit.fluxcd.io/", "source.toolkit.fluxcd.io/", "helm.toolkit.fluxcd.io/")
 # flux bootstrap writes clusters/<env>/flux-system/ (the controllers and their CRDs);
 # only its Flux objects matter here.
@@ -82,12 +74,6 @@ def seconds(duration: str) -> int:
     assert parts and duration, f"not a Go duration Flux accepts here: {duration!r}"
     h, m, s = (int(x or 0) for x in parts.groups())
     return h * 3600 + m * 60 + s
-
-
-def validate_strictly(obj: dict) -> None:
-    model = MODELS.get((obj["apiVersion"], obj["kind"]))
-    assert model, f"unexpected Flux kind {obj['apiVersion']} {obj['kind']}"
-    model.model_validate(obj, extra="forbid", strict=True)
 
 
 @pytest.fixture(scope="module", params=ENVIRONMENTS)

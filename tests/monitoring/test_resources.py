@@ -10,28 +10,15 @@ import re
 import pydantic
 import pytest
 import yaml
-from cloudcoil.models.fluxcd.helm.v2 import HelmRelease
-from cloudcoil.models.fluxcd.source.v1 import HelmRepository
-from cloudcoil.models.prometheus_operator.v1 import PodMonitor, PrometheusRule
 
 from tests.kube import REPO, find, render
+from tests.models import MODELS, validate_strictly
 from tests.monitoring.conftest import alert_rules, dashboard, dashboard_queries, metric_names
 
 pytestmark = pytest.mark.manifests
 
-MODELS = {
-    ("monitoring.coreos.com/v1", "PodMonitor"): PodMonitor,
-    ("monitoring.coreos.com/v1", "PrometheusRule"): PrometheusRule,
-    ("helm.toolkit.fluxcd.io/v2", "HelmRelease"): HelmRelease,
-    ("source.toolkit.fluxcd.io/v1", "HelmRepository"): HelmRepository,
-}
 RUNBOOK = REPO / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/example-org/antaeus-payment/blob/main/docs/runbook.md"
-
-
-def validate_strictly(obj: dict) -> None:
-    model = MODELS[(obj["apiVersion"], obj["kind"])]
-    model.model_validate(obj, extra="forbid", strict=True)
 
 
 @pytest.fixture(scope="module")
