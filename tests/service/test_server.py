@@ -198,6 +198,15 @@ def test_bad_configuration_refuses_to_start_with_a_clear_message(tmp_path, env, 
     assert message in srv.log()
 
 
+def test_a_database_url_that_is_not_postgresql_refuses_to_start_without_quoting_it(tmp_path):
+    srv = Server(tmp_path, env={"DATABASE_URL": "mysql://payment:not-this-password@db:3306/payment"})
+    srv.start(wait=False)
+    assert srv.process.wait(60) != 0
+    log = srv.log()
+    assert "DATABASE_URL must be a PostgreSQL URL" in log
+    assert "not-this-password" not in log
+
+
 def test_sigterm_stops_the_server_gracefully(tmp_path):
     srv = Server(tmp_path).start()
     assert srv.charge(ANTAEUS_BODY).status == 201
