@@ -262,3 +262,25 @@ def test_bad_idempotency_key_is_refused(api_client, key):
 
 def test_longest_key_is_accepted(api_client):
     charge_ok(post_raw(api_client, ANTAEUS_BODY, HTTP_IDEMPOTENCY_KEY="k" * 255))
+
+
+# --- The answer's rendering ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "amount, currency, succeeded",
+    [("301.99", "", True), ("100", "EUR", False), ("120.5", "DKK", True), ("999999999.99", "", False), ("0.01", "USD", True)],
+)
+def test_answer_is_what_drf_renders_from_the_declared_fields(amount, currency, succeeded):
+    """OutputSerializer builds its dict directly (docs/performance.md); the declared fields
+    publish the schema. The two must agree, key for key and value for value."""
+    from rest_framework import serializers
+
+    attempt = ChargeAttempt.objects.create(
+        customer_id=2**63 - 1, amount=Decimal(amount), currency=currency, succeeded=succeeded
+    )
+    attempt.refresh_from_db()
+    output = apis.ChargeCreateApi.OutputSerializer(attempt)
+    by_fields = serializers.Serializer.to_representation(output, attempt)
+    assert output.data == by_fields
+    assert list(output.data) == list(by_fields)

@@ -1,6 +1,7 @@
 """The real server: scripts/entrypoint starting gunicorn, spoken to over raw HTTP as Antaeus does."""
 
 import json
+import logging
 import re
 import os
 import signal
@@ -385,3 +386,51 @@ def test_swagger_ui_try_it_out_charges_as_a_person_would(server):
     assert status.strip() == "201", (status, shown)
     answer = json.loads(shown)
     assert answer["customer_id"] == 1 and answer["value"] == "301.99" and isinstance(answer["result"], bool)
+
+
+def _access_lines(server: Server) -> list[str]:
+    records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    return [r["message"] for r in records if r.get("logger") == "gunicorn.access"]
+
+
+def test_no_access_log_line_by_default(server):
+    assert server.charge().status == 201
+    assert _access_lines(server) == []
+
+
+def test_access_log_line_per_request_when_asked(tmp_path):
+    srv = Server(tmp_path, env={"GUNICORN_ACCESS_LOG": "true"}).start()
+    try:
+        assert srv.charge().status == 201
+        charges = [line for line in _access_lines(srv) if "/api/v1/charges" in line]
+        assert len(charges) == 1 and '"POST /api/v1/charges HTTP/1.1" 201' in charges[0], charges
+    finally:
+        srv.stop()
+
+
+def test_gunicorn_builds_no_access_log_line_while_the_access_log_is_off(monkeypatch):
+    """The logger_class hook: with the deployed logconfig_dict and no access log, gunicorn's
+    access() must not build the line's atoms (the per-request cost the hook removes)."""
+    import runpy
+
+    from gunicorn.config import Config
+
+    monkeypatch.delenv("GUNICORN_ACCESS_LOG", raising=False)
+    settings = runpy.run_path(str(REPO / "gunicorn.conf.py"))
+    cfg = Config()
+    for name in ("accesslog", "logconfig_dict", "logger_class"):
+        cfg.set(name, settings[name])
+    logger = cfg.logger_class(cfg)
+    built = []
+    monkeypatch.setattr(logger, "atoms", lambda *args: built.append(args) or {})
+    logger.access(None, None, {}, 0)
+    assert built == []
+    # The same call with the access logger at INFO builds the line: the check is not vacuous.
+    monkeypatch.setattr(logger.access_log, "info", lambda *args: None)
+    level = logger.access_log.level
+    logger.access_log.setLevel(logging.INFO)
+    try:
+        logger.access(None, None, {}, 0)
+    finally:
+        logger.access_log.setLevel(level)
+    assert len(built) == 1
