@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--apps", help="comma list of service-nginx,service-nginx-postgresql,service,baseline (default all four)")
     parser.add_argument("--normal-sync", action="store_true",
                         help="also run the baseline with synchronous=NORMAL, to show the fsync cost")
+    parser.add_argument("--pod-cpus", type=_ints, metavar="APP,OTHER[,...]",
+                        help="pin gunicorn to the first CPU and nginx and wrk to the others, as the pod's "
+                        "per-container CPU limits divide them (e.g. 0,1)")
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
     args = parser.parse_args(argv)
 
@@ -37,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration, "sequential": args.sequential,
         "apps": tuple(args.apps.split(",")) if args.apps else None,
         "normal_sync": args.normal_sync or None,
+        "pod_cpus": args.pod_cpus,
     }
     plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    if plan.pod_cpus:
+        available = os.sched_getaffinity(0)
+        if len(plan.pod_cpus) < 2 or not set(plan.pod_cpus) <= available:
+            parser.error(f"--pod-cpus needs two or more of the CPUs this process may use ({sorted(available)})")
     wrk.executable()  # fail early, with the install hint
 
     machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"

@@ -51,10 +51,12 @@ def load_table(configs: list[Config]) -> str:
                 f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", str(r.errors), str(r.ok),
                 f"{load.rows}{'' if load.rows_ok else ' (MISMATCH)'}", str(r.unanswered),
                 "" if share is None else f"{share:.2f}",
+                f"{load.app_cpu_us:.0f}", f"{load.proxy_cpu_us:.0f}" if load.proxy_cpu_us else "",
             ])
     return table(
         ["app", "workers x threads", "connections", "charges/s", "p50 ms", "p90 ms", "p99 ms",
-         "errors", "2xx", "rows stored", "cut at stop", "ratio to baseline"],
+         "errors", "2xx", "rows stored", "cut at stop", "ratio to baseline", "gunicorn CPU us/charge",
+         "nginx CPU us/charge"],
         rows,
     )
 
@@ -110,7 +112,10 @@ def render(plan: Plan, configs: list[Config], machine: str) -> str:
         "",
         f"wrk, 1 thread, {plan.duration_s} s per run after a {plan.warmup_s} s warm-up, stock Antaeus body; "
         "charges/s counts 2xx answers. Rows stored must lie between the 2xx count and 2xx + requests cut "
-        "off unanswered when wrk stopped.",
+        "off unanswered when wrk stopped. CPU us/charge: the CPU time gunicorn (master and workers) and nginx "
+        "used during the run, per 2xx answer; in the pod each container has its own CPU limit."
+        + (f" Pinned as the pod's CPU limits divide the work: gunicorn on CPU {plan.pod_cpus[0]}, nginx and wrk "
+           f"on CPU {','.join(map(str, plan.pod_cpus[1:]))}." if plan.pod_cpus else ""),
         "",
         load_table(configs),
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import statistics
@@ -10,7 +11,15 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from benchmarks import wrk
-from benchmarks.servers import BASELINE_COMMAND, SERVICE_COMMAND, BenchServer, Memory, memory, server_environment
+from benchmarks.servers import (
+    BASELINE_COMMAND,
+    SERVICE_COMMAND,
+    BenchServer,
+    Memory,
+    cpu_seconds,
+    memory,
+    server_environment,
+)
 from harness import postgres
 from harness.server import antaeus_request, read_reply
 
@@ -41,6 +50,9 @@ class Plan:
     apps: tuple[str, ...] = ("service-nginx", "service-nginx-postgresql", "service", "baseline")
     # Extra baseline runs with synchronous=NORMAL: what the fsync at each commit costs.
     normal_sync: bool = False
+    # CPUs as the pod divides them: gunicorn on the first (the payment container's limit is
+    # 1 CPU), nginx and wrk on the others. Empty: every process may run anywhere.
+    pod_cpus: tuple[int, ...] = ()
 
 
 QUICK = Plan(workers=(2,), threads=(1,), connections=(1, 8), duration_s=2, sequential=100)
@@ -67,6 +79,11 @@ class Sequential:
 class Load:
     result: wrk.WrkResult
     rows: int
+    # CPU time per 2xx answer during the run: gunicorn's master and workers, and nginx. In
+    # the pod each has its own CPU limit, so these bound throughput where the rates on a
+    # shared machine only hint at it.
+    app_cpu_us: float = 0.0
+    proxy_cpu_us: float = 0.0
 
     @property
     def rows_ok(self) -> bool:
@@ -135,6 +152,8 @@ def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Conf
         command=command,
         proxy=app in PROXIED,
         database_url=postgres.create_database() if app in ON_POSTGRESQL else None,
+        cpus=frozenset(plan.pod_cpus[:1]) or None,
+        nginx_cpus=frozenset(plan.pod_cpus[1:]) or None,
     )
     try:
         server.start(wait=False)
@@ -150,11 +169,16 @@ def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Conf
                 f"p50 {s.p50_ms:.2f} ms")
         for connections in plan.connections:
             before = server.settled_rows()
+            app_cpu, proxy_cpu = cpu_seconds(server.gunicorn_pids()), cpu_seconds(server.nginx_pids())
             result = wrk.run(server.port, connections=connections, duration_s=plan.duration_s)
-            load = Load(result, server.settled_rows() - before)
+            app_cpu = cpu_seconds(server.gunicorn_pids()) - app_cpu
+            proxy_cpu = cpu_seconds(server.nginx_pids()) - proxy_cpu
+            per_charge = 1e6 / max(result.ok, 1)
+            load = Load(result, server.settled_rows() - before, app_cpu * per_charge, proxy_cpu * per_charge)
             config.loads.append(load)
             log(f"    {connections:>2} connections: {result.rate:8.1f} charges/s, p50 {result.p50_ms:.2f} ms, "
-                f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, rows {load.rows} "
+                f"p99 {result.p99_ms:.2f} ms, CPU/charge gunicorn {load.app_cpu_us:.0f} us "
+                f"nginx {load.proxy_cpu_us:.0f} us, errors {result.errors}, rows {load.rows} "
                 f"({'ok' if load.rows_ok else 'MISMATCH'})")
         config.memory = [memory(pid) for pid in server.worker_pids()]
         server.stop()
@@ -172,6 +196,9 @@ def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Conf
 
 def run(plan: Plan, log=print) -> list[Config]:
     configs = []
+    if plan.pod_cpus:
+        # wrk is started from here: it runs beside nginx, off the application's CPU.
+        os.sched_setaffinity(0, set(plan.pod_cpus[1:]))
     apps = list(plan.apps) + (["baseline-normal"] if plan.normal_sync else [])
     if ON_POSTGRESQL & set(apps) and (reason := postgres.unreachable_reason()):
         raise SystemExit(f"{reason} (or leave out {', '.join(sorted(ON_POSTGRESQL))} with --apps)")

@@ -40,6 +40,13 @@ class BenchServer(Server):
         assert self.process is not None
         return children(self.process.pid)
 
+    def gunicorn_pids(self) -> list[int]:
+        assert self.process is not None
+        return [self.process.pid, *children(self.process.pid)]
+
+    def nginx_pids(self) -> list[int]:
+        return [self.nginx.pid, *children(self.nginx.pid)] if self.nginx is not None else []
+
 
 def children(pid: int) -> list[int]:
     """Direct children of a process (gunicorn's master -> its workers)."""
@@ -55,6 +62,19 @@ def children(pid: int) -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             found.append(int(entry.name))
     return sorted(found)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (gone ones count 0)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks
 
 
 @dataclass(frozen=True)

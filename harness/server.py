@@ -99,6 +99,10 @@ class Server:
     # PostgreSQL: the server's own database, created at the first start when the run's
     # backend is PostgreSQL (or given); None: SQLite at `database`.
     database_url: str | None = None
+    # CPUs gunicorn (master and workers) and nginx may run on; None: any. The benchmark's
+    # --pod-cpus gives each its own, as the pod's per-container CPU limits do.
+    cpus: frozenset[int] | None = None
+    nginx_cpus: frozenset[int] | None = None
 
     @property
     def gunicorn_port(self) -> int:
@@ -137,7 +141,7 @@ class Server:
         (self.data_dir / "metrics").mkdir(parents=True, exist_ok=True)
         self.started_at = time.monotonic()
         if self.proxy and self.nginx is None:
-            self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port)
+            self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port, cpus=self.nginx_cpus)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [str(ENTRYPOINT), *self.command],
@@ -146,6 +150,7 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() reaches master and workers
+            preexec_fn=_pinned(self.cpus),
         )
         log.close()
         if wait:
@@ -308,14 +313,22 @@ def nginx_config(data_dir: pathlib.Path, *, listen: int, upstream: int) -> str:
     return text
 
 
-def start_nginx(data_dir: pathlib.Path, *, listen: int, upstream: int, timeout: float = 10.0) -> subprocess.Popen:
+def _pinned(cpus: frozenset[int] | None):
+    """A preexec_fn restricting the child (and what it forks) to `cpus`, or None."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def start_nginx(data_dir: pathlib.Path, *, listen: int, upstream: int, timeout: float = 10.0,
+                cpus: frozenset[int] | None = None) -> subprocess.Popen:
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "nginx.conf"
     config.write_text(nginx_config(data_dir, listen=listen, upstream=upstream))
     log = (data_dir / "nginx.log").open("ab")
     process = subprocess.Popen(
         [nginx_executable(), "-g", "daemon off;", "-p", str(data_dir), "-e", "stderr", "-c", str(config)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_pinned(cpus),
     )
     log.close()
     deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ No timing assertions: the targets live in the printed figures (make bench), not 
 
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
 import sqlite3
@@ -146,3 +147,30 @@ def test_a_short_wrk_run_against_the_baseline_stores_a_row_per_answer(tmp_path):
     assert load.rows_ok
     assert config.memory and all(m.rss_mib > 0 for m in config.memory)
     assert BASELINE_COMMAND[-1] == "benchmarks.baseline:application"
+
+
+def test_pod_cpus_needs_an_application_cpu_and_another():
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--pod-cpus", "0"])
+    assert exited.value.code == 2
+
+
+@pytest.mark.server
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two CPUs")
+def test_pinned_server_runs_gunicorn_and_nginx_on_their_own_cpus(tmp_path):
+    """--pod-cpus: gunicorn's master and every worker on one CPU, nginx on the other."""
+    from harness.server import Server
+
+    app_cpu, proxy_cpu = sorted(os.sched_getaffinity(0))[:2]
+    server = Server(tmp_path, proxy=True, cpus=frozenset({app_cpu}), nginx_cpus=frozenset({proxy_cpu})).start()
+    try:
+        gunicorn = [server.process.pid, *children(server.process.pid)]
+        nginx = [server.nginx.pid, *children(server.nginx.pid)]
+        assert len(gunicorn) == 3 and len(nginx) >= 2
+        assert {pid: os.sched_getaffinity(pid) for pid in gunicorn} == {pid: {app_cpu} for pid in gunicorn}
+        assert {pid: os.sched_getaffinity(pid) for pid in nginx} == {pid: {proxy_cpu} for pid in nginx}
+        assert server.charge().status == 201
+    finally:
+        server.close()
