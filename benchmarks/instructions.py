@@ -3,7 +3,7 @@
     python -m benchmarks.instructions [--tree PATH] [--charges 500]
 
 A count of executed instructions, not a time: the same tree gives the same figure on a
-busy or a quiet machine (within about 0.1%), so two commits can be compared where the
+busy or a quiet machine (within about 0.5%), so two commits can be compared where the
 rates of `make bench` swing by 30%. It runs benchmarks/cpu.py twice under callgrind, with
 100 and with 100 + --charges charges, and divides the difference by --charges, so the
 start-up, the migrations and the warm-up cancel out. --tree measures another checkout's
