@@ -395,6 +395,7 @@ def _access_lines(server: Server) -> list[str]:
 
 def test_no_access_log_line_by_default(server):
     assert server.charge().status == 201
+    time.sleep(0.5)  # a line would follow the answer by far less (the test below waits for one)
     assert _access_lines(server) == []
 
 
@@ -402,7 +403,11 @@ def test_access_log_line_per_request_when_asked(tmp_path):
     srv = Server(tmp_path, env={"GUNICORN_ACCESS_LOG": "true"}).start()
     try:
         assert srv.charge().status == 201
-        charges = [line for line in _access_lines(srv) if "/api/v1/charges" in line]
+        # gunicorn logs the request after the answer has gone out: wait for the line.
+        deadline = time.monotonic() + 10
+        while not (charges := [line for line in _access_lines(srv) if "/api/v1/charges" in line]):
+            assert time.monotonic() < deadline, srv.log()[-2000:]
+            time.sleep(0.05)
         assert len(charges) == 1 and '"POST /api/v1/charges HTTP/1.1" 201' in charges[0], charges
     finally:
         srv.stop()
