@@ -255,6 +255,10 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def log_records(self) -> list[dict]:
+        """The log's JSON lines (gunicorn's and the application's), parsed."""
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+
     def workers(self) -> set[int]:
         """PIDs of the gunicorn workers (children of the master, which the entrypoint exec'd)."""
         assert self.process is not None

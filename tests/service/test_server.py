@@ -240,7 +240,7 @@ def test_each_worker_listens_on_its_own_socket_and_connections_spread(server):
 
 
 def test_master_logs_the_address_it_serves(server):
-    messages = [json.loads(line).get("message", "") for line in server.log().splitlines() if line.startswith("{")]
+    messages = [record.get("message", "") for record in server.log_records()]
     assert f"Listening at: http://127.0.0.1:{server.port}" in messages
     # gunicorn's own line has no address with reuse_port (the master holds no socket).
     assert not any(m.startswith("Listening at:  (") for m in messages), messages
@@ -389,8 +389,7 @@ def test_swagger_ui_try_it_out_charges_as_a_person_would(server):
 
 
 def _access_lines(server: Server) -> list[str]:
-    records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    return [r["message"] for r in records if r.get("logger") == "gunicorn.access"]
+    return [r["message"] for r in server.log_records() if r.get("logger") == "gunicorn.access"]
 
 
 def test_no_access_log_line_by_default(server):

@@ -5,7 +5,6 @@ receiver in the test, and the trace id in the charge's JSON log line."""
 from __future__ import annotations
 
 import http.server
-import json
 import threading
 import time
 
@@ -75,8 +74,7 @@ def traced(tmp_path_factory, receiver):
 
 
 def charge_log_lines(server: Server) -> list[dict]:
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    return [line for line in lines if line.get("message") == "charge attempt"]
+    return [line for line in server.log_records() if line.get("message") == "charge attempt"]
 
 
 def test_off_unless_configured(monkeypatch):
