@@ -82,8 +82,8 @@ class AccessLogWhenEnabled(glogging.Logger):
     """gunicorn's logger, building a request's access-log line only when it will be written.
 
     With a logconfig_dict gunicorn builds every request's log atoms (a dict from all the
-    headers and environ) even though gunicorn.access, at WARNING, then drops the line:
-    about 3% of a charge's CPU (docs/performance.md). access() is the logger_class hook.
+    headers and environ) even though gunicorn.access, at WARNING, then drops the line
+    (docs/performance.md). access() is the logger_class hook.
     """
 
     def access(self, resp, req, environ, request_time):
