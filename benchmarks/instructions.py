@@ -42,6 +42,11 @@ def instructions(tree: pathlib.Path, charges: int) -> int:
     return int(found.group(1))
 
 
+def require_valgrind() -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkout whose payment_project is measured (default: the current directory)")
     parser.add_argument("--charges", type=int, default=500)
     args = parser.parse_args(argv)
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    require_valgrind()
     tree = args.tree.resolve()
     base = instructions(tree, BASE_CHARGES)
     more = instructions(tree, BASE_CHARGES + args.charges)

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 
+from benchmarks.instructions import require_valgrind
 from benchmarks.servers import children
 from harness.server import Server, antaeus_request, read_reply
 
@@ -74,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--charges", type=int, default=320)
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args(argv)
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    require_valgrind()
     base = worker_instructions(proxy=args.proxy, charges=BASE_CHARGES, connections=args.connections)
     more = worker_instructions(proxy=args.proxy, charges=BASE_CHARGES + args.charges, connections=args.connections)
     where = "behind nginx" if args.proxy else "gunicorn alone"

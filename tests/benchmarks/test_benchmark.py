@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -174,3 +175,23 @@ def test_pinned_server_runs_gunicorn_and_nginx_on_their_own_cpus(tmp_path):
         assert server.charge().status == 201
     finally:
         server.close()
+
+
+def test_cpu_seconds_counts_the_processes_cpu_and_skips_gone_ones():
+    from benchmarks.servers import cpu_seconds
+
+    before = cpu_seconds([os.getpid()])
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
+    assert cpu_seconds([os.getpid()]) - before >= 0.1
+    assert cpu_seconds([2**22 + 1]) == 0  # above the kernel's pid limit: no such process
+
+
+@pytest.mark.parametrize("module", ["benchmarks.instructions", "benchmarks.worker_instructions"])
+def test_instruction_counts_need_valgrind_and_say_so(module, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None)
+    with pytest.raises(SystemExit, match="valgrind is not installed"):
+        importlib.import_module(module).main([])
