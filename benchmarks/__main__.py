@@ -1,4 +1,5 @@
-"""python -m benchmarks [--quick] [--workers 1,2,4] [--threads 1,4] [--connections 1,8,32] [--duration 8] [--json PATH]"""
+"""python -m benchmarks [--quick] [--workers 1,2,4] [--threads 1,4] [--connections 1,8,32] [--duration 8]
+[--pod-cpus 0,1 | --pod-limits] [--json PATH]"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 
 from benchmarks import report, wrk
 from benchmarks.run import QUICK, Plan, as_json, run
+from harness.cpu_limit import CpuLimit
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -31,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pod-cpus", type=_ints, metavar="APP,OTHER[,...]",
                         help="pin gunicorn to the first CPU and nginx and wrk to the others, as the pod's "
                         "per-container CPU limits divide them (e.g. 0,1)")
+    parser.add_argument("--pod-limits", action="store_true",
+                        help="run gunicorn and nginx each under its container's limits.cpu in "
+                        "base/payment/deployment.yaml, as CFS quotas (needs a writable cgroup file system)")
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
     args = parser.parse_args(argv)
 
@@ -41,12 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         "apps": tuple(args.apps.split(",")) if args.apps else None,
         "normal_sync": args.normal_sync or None,
         "pod_cpus": args.pod_cpus,
+        "pod_limits": args.pod_limits or None,
     }
     plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
     if plan.pod_cpus:
         available = os.sched_getaffinity(0)
         if len(plan.pod_cpus) < 2 or not set(plan.pod_cpus) <= available:
             parser.error(f"--pod-cpus needs two or more of the CPUs this process may use ({sorted(available)})")
+    if plan.pod_limits:
+        try:
+            CpuLimit(1).create().remove()
+        except PermissionError as error:
+            parser.error(str(error))
     wrk.executable()  # fail early, with the install hint
 
     machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"

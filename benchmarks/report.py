@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.run import Config, Plan
+from benchmarks.servers import container_cpu_limits
 
 TARGETS = {
     "ratio": 0.6,  # service / baseline throughput at 32 connections
@@ -115,7 +116,10 @@ def render(plan: Plan, configs: list[Config], machine: str) -> str:
         "off unanswered when wrk stopped. CPU us/charge: the CPU time gunicorn (master and workers) and nginx "
         "used during the run, per 2xx answer; in the pod each container has its own CPU limit."
         + (f" Pinned as the pod's CPU limits divide the work: gunicorn on CPU {plan.pod_cpus[0]}, nginx and wrk "
-           f"on CPU {','.join(map(str, plan.pod_cpus[1:]))}." if plan.pod_cpus else ""),
+           f"on CPU {','.join(map(str, plan.pod_cpus[1:]))}." if plan.pod_cpus else "")
+        + (" Under the containers' CPU limits (base/payment/deployment.yaml) as CFS quotas: "
+           + ", ".join(f"{name} {cpus:g} CPU" for name, cpus in container_cpu_limits().items()) + "."
+           if plan.pod_limits else ""),
         "",
         load_table(configs),
         "",

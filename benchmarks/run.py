@@ -16,6 +16,7 @@ from benchmarks.servers import (
     SERVICE_COMMAND,
     BenchServer,
     Memory,
+    container_cpu_limits,
     cpu_seconds,
     memory,
     server_environment,
@@ -53,6 +54,9 @@ class Plan:
     # CPUs as the pod divides them: gunicorn on the first (the payment container's limit is
     # 1 CPU), nginx and wrk on the others. Empty: every process may run anywhere.
     pod_cpus: tuple[int, ...] = ()
+    # Each of gunicorn and nginx under its container's limits.cpu (base/payment), as a CFS
+    # quota the way the kubelet sets it; wrk runs unlimited beside them.
+    pod_limits: bool = False
 
 
 QUICK = Plan(workers=(2,), threads=(1,), connections=(1, 8), duration_s=2, sequential=100)
@@ -146,6 +150,7 @@ def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Conf
     data_dir = tempfile.mkdtemp(prefix=f"bench-{app}-")
     from pathlib import Path
 
+    limits = container_cpu_limits() if plan.pod_limits else {}
     server = BenchServer(
         Path(data_dir),
         env=server_environment(workers=workers, threads=threads, extra=extra),
@@ -154,6 +159,8 @@ def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Conf
         database_url=postgres.create_database() if app in ON_POSTGRESQL else None,
         cpus=frozenset(plan.pod_cpus[:1]) or None,
         nginx_cpus=frozenset(plan.pod_cpus[1:]) or None,
+        cpu_limit=limits.get("payment"),
+        nginx_cpu_limit=limits.get("proxy") if app in PROXIED else None,
     )
     try:
         server.start(wait=False)

@@ -8,12 +8,27 @@ import pathlib
 import time
 from dataclasses import dataclass
 
-from harness.server import Server
+import yaml
+
+from harness.cpu_limit import parse_cpu
+from harness.server import REPO, Server
 
 # Through the entrypoint (secret key, `manage.py migrate` on the fresh database), then the
 # same gunicorn config: only the WSGI application differs.
 SERVICE_COMMAND: tuple[str, ...] = ()  # the entrypoint's default: gunicorn payment_project.wsgi
 BASELINE_COMMAND = ("gunicorn", "--config", "gunicorn.conf.py", "benchmarks.baseline:application")
+# The Deployment whose containers' CPU limits --pod-limits applies (the base's: 2 workers).
+DEPLOYMENT = REPO / "base" / "payment" / "deployment.yaml"
+
+
+def container_cpu_limits(path: pathlib.Path = DEPLOYMENT) -> dict[str, float]:
+    """limits.cpu of each container of the Deployment, in CPUs, by container name."""
+    (deployment,) = [doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc["kind"] == "Deployment"]
+    return {
+        container["name"]: parse_cpu(container["resources"]["limits"]["cpu"])
+        for container in deployment["spec"]["template"]["spec"]["containers"]
+        if "cpu" in container.get("resources", {}).get("limits", {})
+    }
 
 
 @dataclass

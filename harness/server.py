@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from harness import postgres
+from harness.cpu_limit import CpuLimit
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ENTRYPOINT = REPO / "scripts" / "entrypoint"
@@ -103,6 +104,11 @@ class Server:
     # --pod-cpus gives each its own, as the pod's per-container CPU limits do.
     cpus: frozenset[int] | None = None
     nginx_cpus: frozenset[int] | None = None
+    # CPU limits (CFS quotas, in CPUs) on gunicorn and nginx, as the kubelet enforces the
+    # containers' limits.cpu; None: unlimited. The benchmark's --pod-limits.
+    cpu_limit: float | None = None
+    nginx_cpu_limit: float | None = None
+    limits: dict[str, CpuLimit] = field(default_factory=dict)
 
     @property
     def gunicorn_port(self) -> int:
@@ -140,8 +146,12 @@ class Server:
         (self.data_dir / "static").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "metrics").mkdir(parents=True, exist_ok=True)
         self.started_at = time.monotonic()
+        for name, cpus in (("gunicorn", self.cpu_limit), ("nginx", self.nginx_cpu_limit)):
+            if cpus is not None and name not in self.limits:
+                self.limits[name] = CpuLimit(cpus).create()
         if self.proxy and self.nginx is None:
-            self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port, cpus=self.nginx_cpus)
+            self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port, cpus=self.nginx_cpus,
+                                     limit=self.limits.get("nginx"))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [str(ENTRYPOINT), *self.command],
@@ -150,7 +160,7 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() reaches master and workers
-            preexec_fn=_pinned(self.cpus),
+            preexec_fn=_confined(self.cpus, self.limits.get("gunicorn")),
         )
         log.close()
         if wait:
@@ -236,11 +246,14 @@ class Server:
         return self.process.returncode
 
     def close(self) -> None:
-        """Stop gunicorn, then nginx."""
+        """Stop gunicorn, then nginx, and remove their CPU limits."""
         self.stop()
         if self.nginx is not None:
             stop_nginx(self.nginx)
             self.nginx = None
+        for limit in self.limits.values():
+            limit.remove()
+        self.limits.clear()
 
     def kill(self) -> None:
         """SIGKILL the master and every worker at once, as an OOM kill or node loss would."""
@@ -317,22 +330,29 @@ def nginx_config(data_dir: pathlib.Path, *, listen: int, upstream: int) -> str:
     return text
 
 
-def _pinned(cpus: frozenset[int] | None):
-    """A preexec_fn restricting the child (and what it forks) to `cpus`, or None."""
-    if cpus is None:
+def _confined(cpus: frozenset[int] | None, limit: CpuLimit | None):
+    """A preexec_fn restricting the child (and what it forks) to `cpus` and `limit`, or None."""
+    if cpus is None and limit is None:
         return None
-    return lambda: os.sched_setaffinity(0, cpus)
+
+    def confine() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+        if limit is not None:
+            limit.join()
+
+    return confine
 
 
 def start_nginx(data_dir: pathlib.Path, *, listen: int, upstream: int, timeout: float = 10.0,
-                cpus: frozenset[int] | None = None) -> subprocess.Popen:
+                cpus: frozenset[int] | None = None, limit: CpuLimit | None = None) -> subprocess.Popen:
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "nginx.conf"
     config.write_text(nginx_config(data_dir, listen=listen, upstream=upstream))
     log = (data_dir / "nginx.log").open("ab")
     process = subprocess.Popen(
         [nginx_executable(), "-g", "daemon off;", "-p", str(data_dir), "-e", "stderr", "-c", str(config)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_pinned(cpus),
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_confined(cpus, limit),
     )
     log.close()
     deadline = time.monotonic() + timeout

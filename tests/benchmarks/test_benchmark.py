@@ -18,7 +18,8 @@ import pytest
 from benchmarks import wrk
 from benchmarks.report import ratio, render
 from benchmarks.run import Config, Load, Plan
-from benchmarks.servers import BASELINE_COMMAND, children, memory
+from benchmarks.servers import BASELINE_COMMAND, children, container_cpu_limits, cpu_seconds, memory
+from harness.cpu_limit import CpuLimit, parse_cpu
 from harness.server import ANTAEUS_BODY, REPO
 
 SAMPLE = """Running 2s test @ http://127.0.0.1:40000
@@ -177,9 +178,87 @@ def test_pinned_server_runs_gunicorn_and_nginx_on_their_own_cpus(tmp_path):
         server.close()
 
 
-def test_cpu_seconds_counts_the_processes_cpu_and_skips_gone_ones():
-    from benchmarks.servers import cpu_seconds
+@pytest.mark.parametrize("quantity, cpus", [("1", 1.0), ("500m", 0.5), ("1.5", 1.5), (2, 2.0), ("250m", 0.25)])
+def test_cpu_quantities_read_as_kubernetes_writes_them(quantity, cpus):
+    assert parse_cpu(quantity) == cpus
 
+
+def test_container_cpu_limits_come_from_the_deployment(tmp_path):
+    manifest = tmp_path / "deployment.yaml"
+    manifest.write_text("""\
+apiVersion: apps/v1
+kind: Deployment
+spec:
+  template:
+    spec:
+      containers:
+        - name: app
+          resources: {limits: {cpu: "2", memory: 1Gi}}
+        - name: sidecar
+          resources: {limits: {cpu: 300m}}
+        - name: unlimited
+""")
+    assert container_cpu_limits(manifest) == {"app": 2.0, "sidecar": 0.3}
+    # The real one names the two containers --pod-limits confines.
+    assert {"payment", "proxy"} <= set(container_cpu_limits())
+
+
+def test_cpu_limit_without_a_writable_cgroup_file_system_says_what_to_do(tmp_path):
+    with pytest.raises(PermissionError, match="--pod-limits needs a writable cgroup file system"):
+        CpuLimit(1, root=tmp_path / "no-cgroups").create()
+
+
+def _cpu_limit_or_skip(cpus: float) -> CpuLimit:
+    try:
+        return CpuLimit(cpus).create()
+    except PermissionError as error:
+        pytest.skip(str(error))
+
+
+def test_cpu_limit_holds_a_busy_process_to_its_quota():
+    """A process in a 0.1 CPU limit, spinning for 1 s, is throttled and gets far less than 1 s."""
+    limit = _cpu_limit_or_skip(0.1)
+    try:
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=limit.join)
+        try:
+            time.sleep(1)
+            used = cpu_seconds([spinner.pid])
+        finally:
+            spinner.kill()
+            spinner.wait()
+        assert limit.throttled_periods() > 0
+        assert used < 0.5
+    finally:
+        limit.remove()
+    assert limit.path is None
+
+
+@pytest.mark.server
+def test_pod_limits_confine_gunicorn_and_nginx_each_to_its_own_cgroup(tmp_path):
+    """--pod-limits: master and workers share one limit, nginx has its own, both gone at close."""
+    from harness.server import Server
+
+    _cpu_limit_or_skip(1).remove()
+    server = Server(tmp_path, proxy=True, cpu_limit=1.0, nginx_cpu_limit=0.5).start()
+    try:
+        gunicorn = [server.process.pid, *children(server.process.pid)]
+        nginx = [server.nginx.pid, *children(server.nginx.pid)]
+        paths = {name: limit.path for name, limit in server.limits.items()}
+
+        def cgroup(pid):
+            for line in pathlib.Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+                _, controllers, path = line.split(":", 2)
+                if controllers in ("", "cpu", "cpu,cpuacct", "cpuacct,cpu"):
+                    return path.rsplit("/", 1)[1]
+        assert {cgroup(pid) for pid in gunicorn} == {paths["gunicorn"].name}
+        assert {cgroup(pid) for pid in nginx} == {paths["nginx"].name}
+        assert server.charge().status == 201
+    finally:
+        server.close()
+    assert not any(path.exists() for path in paths.values())
+
+
+def test_cpu_seconds_counts_the_processes_cpu_and_skips_gone_ones():
     before = cpu_seconds([os.getpid()])
     deadline = time.process_time() + 0.2
     while time.process_time() < deadline:
