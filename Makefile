@@ -75,10 +75,12 @@ stress: $(VENV)/.installed check-nginx
 	$(PY) -m pytest -m stress -s
 
 ## bench: throughput, latency, memory and start-up of the charge path (needs wrk: installed if missing)
+## BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--workers 2 --threads 1 --pod-limits"
+BENCH_ARGS ?=
 bench: $(VENV)/.installed
 	command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { apt-get update -qq && apt-get install -y -qq nginx-light; }
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache $(CRD_MODELS)/node_modules $(CRD_MODELS)/.installed

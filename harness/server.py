@@ -24,7 +24,8 @@ from harness import postgres
 from harness.cpu_limit import CpuLimit
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-ENTRYPOINT = REPO / "scripts" / "entrypoint"
+# The container's entrypoint, relative to the checkout (Server.tree) it runs from.
+ENTRYPOINT = pathlib.Path("scripts", "entrypoint")
 # The nginx config the pod runs in front of gunicorn (base/payment/deployment.yaml).
 NGINX_CONF = REPO / "base" / "payment" / "nginx.conf"
 
@@ -109,6 +110,9 @@ class Server:
     cpu_limit: float | None = None
     nginx_cpu_limit: float | None = None
     limits: dict[str, CpuLimit] = field(default_factory=dict)
+    # The checkout whose entrypoint and code run: this one, or another commit's (the
+    # benchmark's --before), with this checkout's Python environment.
+    tree: pathlib.Path = REPO
 
     @property
     def gunicorn_port(self) -> int:
@@ -154,8 +158,8 @@ class Server:
                                      limit=self.limits.get("nginx"))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(ENTRYPOINT), *self.command],
-            cwd=REPO,
+            [str(self.tree / ENTRYPOINT), *self.command],
+            cwd=self.tree,
             env=self.environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -173,8 +177,8 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_database()
         return subprocess.run(
-            [str(ENTRYPOINT), *command],
-            cwd=REPO,
+            [str(self.tree / ENTRYPOINT), *command],
+            cwd=self.tree,
             env={**self.environment(), **(extra_env or {})},
             capture_output=True,
             text=True,

@@ -274,3 +274,27 @@ def test_instruction_counts_need_valgrind_and_say_so(module, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None)
     with pytest.raises(SystemExit, match="valgrind is not installed"):
         importlib.import_module(module).main([])
+
+
+@pytest.mark.server
+def test_interleaved_comparison_loads_every_server_in_turn_and_reports_each(capsys):
+    """One short cycle, this checkout given as the other tree: three servers up at once,
+    each loaded, each row in the table, no errors and no charge lost."""
+    from benchmarks.interleaved import main as interleaved
+
+    assert interleaved(["--before", str(REPO), "--cycles", "2", "--slice", "1", "--connections", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(f"| {REPO.name}:") or line.startswith("| this tree")]
+    assert len(rows) == 3
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert float(cells[1]) > 0 and cells[5] == "0"
+    assert rows[0].split("|")[3].strip() == "1.00"
+
+
+def test_interleaved_refuses_a_tree_that_is_not_a_checkout(tmp_path):
+    from benchmarks.interleaved import main as interleaved
+
+    with pytest.raises(SystemExit) as exited:
+        interleaved(["--before", str(tmp_path)])
+    assert exited.value.code == 2
