@@ -2,9 +2,10 @@
 
 The benchmark's --pod-limits runs gunicorn and nginx each under its container's
 `limits.cpu`, so that a proxy's CPU comes out of its own allowance, as in the pod, and
-not out of the application's (docs/performance.md). Works with cgroup v1 (the cpu
-controller's hierarchy) and v2 (the unified one); both need write access to the
-cgroup file system, which root in a container usually has.
+not out of the application's (docs/performance.md). Written for cgroup v1 (the cpu
+controller's hierarchy; the tests run it) and v2 (the unified one; not yet run on a v2
+machine). Both need write access to the cgroup file system, which root in a container
+often has; without it, create() says so.
 """
 
 from __future__ import annotations
