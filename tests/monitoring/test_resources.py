@@ -71,6 +71,32 @@ def test_pod_monitor_scrapes_the_metrics_port_the_pod_serves(production):
     assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": metrics_port}]
 
 
+def reserved_prometheus_pod_labels() -> dict[str, str]:
+    """The labels the Prometheus Operator puts on every Prometheus pod with a fixed value,
+    as the Prometheus CRD documents them (spec.podMetadata), read from the maintained model."""
+    import ast
+    import inspect
+
+    from cloudcoil.models.prometheus_operator import v1
+
+    body = ast.parse(inspect.getsource(v1.PrometheusSpec)).body[0].body
+    (doc,) = [
+        after.value.value for field, after in zip(body, body[1:])
+        if isinstance(field, ast.AnnAssign) and field.target.id == "pod_metadata"
+    ]
+    return dict(re.findall(r'\* "([^"]+)" label, set to "([^"]+)"', doc))
+
+
+def test_scrape_policy_selects_prometheus_pods_by_a_label_the_operator_reserves(production):
+    """kube-prometheus-stack's Prometheus pods are made by the operator: the policy must select
+    them by a label the operator always sets (a chart's own labels are not on those pods)."""
+    reserved = reserved_prometheus_pod_labels()
+    assert reserved.get("app.kubernetes.io/managed-by") == "prometheus-operator"  # the docs were read
+    policy = find(production, "NetworkPolicy", "payment-metrics-from-prometheus", "payment")
+    (peer,) = policy["spec"]["ingress"][0]["from"]
+    assert peer["podSelector"]["matchLabels"].items() <= reserved.items()
+
+
 def test_every_alert_has_a_severity_and_a_runbook_section():
     anchors = {
         re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
