@@ -36,6 +36,9 @@ EXPECTED = HERE / "expected"
 TOPOLOGY = HERE / "topology" / "cluster.yaml"
 # Pods only one environment has (production's database, created by the operator).
 ENV_TOPOLOGY = {"production": HERE / "topology" / "production.yaml"}
+# What else an environment's cluster applies beside its overlay that holds NetworkPolicies:
+# production's edge authentication (oauth2-proxy's namespace).
+ENV_RENDERS = {"production": ("infrastructure/auth",)}
 ENVIRONMENTS = ("staging", "production")
 
 TOPOLOGY_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Service"}
@@ -108,6 +111,15 @@ CHECKS = (
     # model of the Ingress objects knows nothing of the solver's temporary Ingress.)
     Check("permits", "ingress-controller-to-acme-solver", envs=("production",), config="netpol"),
     Check("forbids", "auth-proxy-to-antaeus-and-payment"),
+    # The gate itself (infrastructure/auth): asked by the controller alone, on its port;
+    # it resolves names and reaches public HTTPS (the identity provider), nothing else.
+    Check("permits", "ingress-controller-to-auth-proxy", envs=("production",), config="netpol"),
+    Check("forbids", "others-to-auth-proxy", envs=("production",)),
+    Check("forbids", "auth-proxy-other-ports", envs=("production",)),
+    Check("permits", "dns-from-auth-proxy", envs=("production",)),
+    Check("permits", "auth-proxy-to-identity-provider", envs=("production",)),
+    Check("forbids", "auth-proxy-to-private-ranges", envs=("production",)),
+    Check("forbids", "auth-proxy-to-internet-other-ports", envs=("production",)),
 )
 
 
@@ -191,6 +203,19 @@ def _antaeus_ingress_open(policies: list[dict]) -> list[dict]:
     ]
     assert ("antaeus", "default-deny") in names
     return _without(policies, *names)
+
+
+def _auth_proxy_whole_cluster(policies: list[dict]) -> list[dict]:
+    # "Allow every namespace": any pod could ask oauth2-proxy, or probe its sign-in flow.
+    rule = _policy(policies, "oauth2-proxy", "oauth2-proxy-from-ingress-controller")["spec"]["ingress"][0]
+    rule["from"][0]["namespaceSelector"] = {}
+    return policies
+
+
+def _auth_proxy_egress_without_except(policies: list[dict]) -> list[dict]:
+    rule = _policy(policies, "oauth2-proxy", "oauth2-proxy-egress-identity-provider")["spec"]["egress"][0]
+    del rule["to"][0]["ipBlock"]["except"]
+    return policies
 
 
 def _database_rule(policies: list[dict], index: int) -> dict:
@@ -309,8 +334,33 @@ MUTATIONS = (
     Mutation(
         "antaeus-ingress-open",
         _antaeus_ingress_open,
-        ("forbids-antaeus-other-ports", "forbids-outside-to-antaeus", "forbids-other-pods-to-antaeus",
-         "forbids-auth-proxy-to-antaeus-and-payment"),
+        ("forbids-antaeus-other-ports", "forbids-other-pods-to-antaeus", "forbids-auth-proxy-to-antaeus-and-payment"),
+        envs=("staging",),
+    ),
+    # In production oauth2-proxy's own egress policies still keep it from Antaeus.
+    Mutation(
+        "antaeus-ingress-open-behind-auth-proxy-egress",
+        _antaeus_ingress_open,
+        ("forbids-antaeus-other-ports", "forbids-outside-to-antaeus", "forbids-other-pods-to-antaeus"),
+        still_holds=("forbids-auth-proxy-to-antaeus-and-payment",),
+        envs=("production",),
+    ),
+    Mutation("auth-proxy-ingress-whole-cluster", _auth_proxy_whole_cluster, ("forbids-others-to-auth-proxy",),
+             envs=("production",)),
+    Mutation(
+        "auth-proxy-without-ingress-policy",
+        lambda p: _without(p, ("oauth2-proxy", "oauth2-proxy-from-ingress-controller")),
+        ("permits-ingress-controller-to-auth-proxy",),
+        envs=("production",),
+    ),
+    Mutation("auth-proxy-egress-without-except", _auth_proxy_egress_without_except,
+             ("forbids-auth-proxy-to-private-ranges",), envs=("production",)),
+    Mutation(
+        "auth-proxy-without-egress-policies",
+        lambda p: _without(p, ("oauth2-proxy", "default-deny"), ("oauth2-proxy", "allow-dns-egress"),
+                           ("oauth2-proxy", "oauth2-proxy-egress-identity-provider")),
+        ("forbids-auth-proxy-to-private-ranges", "forbids-auth-proxy-to-internet-other-ports"),
+        envs=("production",),
     ),
     Mutation(
         "without-acme-solver-ingress",
@@ -368,9 +418,12 @@ class Analysis:
 def analyse(env: str) -> Analysis:
     """Render the overlay, run every query of the environment in one nca process."""
     objects = render(f"overlays/{env}") + [d for d in yaml.safe_load_all(TOPOLOGY.read_text()) if d]
+    for path in ENV_RENDERS.get(env, ()):
+        objects += render(path)
     if env in ENV_TOPOLOGY:
         objects += [d for d in yaml.safe_load_all(ENV_TOPOLOGY[env].read_text()) if d]
-    namespaces = [o for o in objects if o["kind"] == "Namespace"]
+    # A namespace both rendered and in the topology (oauth2-proxy's) is listed once.
+    namespaces = list({o["metadata"]["name"]: o for o in objects if o["kind"] == "Namespace"}.values())
     for ns in namespaces:
         # The API server sets this label on every namespace; the policies select by it.
         ns["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = ns["metadata"]["name"]

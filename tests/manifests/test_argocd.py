@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.kube import REPO, find, render
-from tests.manifests.conftest import ENVIRONMENTS
+from tests.manifests.conftest import ENVIRONMENTS, is_built_in
 
 pytestmark = pytest.mark.manifests
 
@@ -38,8 +38,11 @@ INFRASTRUCTURE = {
                 "infrastructure-configs": "infrastructure/configs"},
     "production": {"cloudnative-pg": "infrastructure/controllers", "cert-manager": "infrastructure/controllers",
                    "kube-prometheus-stack": "infrastructure/controllers",
-                   "infrastructure-configs": "infrastructure/configs", "oauth2-proxy": "infrastructure/auth"},
+                   "infrastructure-configs": "infrastructure/configs", "oauth2-proxy": "infrastructure/auth",
+                   "oauth2-proxy-namespace": "infrastructure/auth/namespace"},
 }
+# Folders of plain manifests from this repository (the others hold a Flux HelmRelease).
+PLAIN_FOLDERS = {"infrastructure/configs", "infrastructure/auth/namespace"}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +99,7 @@ def test_project_allows_everything_the_overlay_creates_and_no_more_namespaces(en
 
 
 def helm_applications(env: str) -> list[tuple[str, str]]:
-    return [(name, folder) for name, folder in INFRASTRUCTURE[env].items() if folder != "infrastructure/configs"]
+    return [(name, folder) for name, folder in INFRASTRUCTURE[env].items() if folder not in PLAIN_FOLDERS]
 
 
 @pytest.mark.parametrize(("env", "name"), [(e, n) for e in ENVIRONMENTS for n, _ in helm_applications(e)])
@@ -120,8 +123,14 @@ def test_chart_applications_install_the_same_pinned_chart_with_the_same_values_a
     # The namespace Argo CD creates carries the Pod Security labels Flux's Namespace has.
     namespace = find(flux, "Namespace", release["metadata"]["namespace"])
     pod_security = {k: v for k, v in namespace["metadata"]["labels"].items() if k.startswith("pod-security.")}
-    if "CreateNamespace=true" in application["spec"]["syncPolicy"]["syncOptions"]:
+    if "CreateNamespace=true" in application["spec"]["syncPolicy"].get("syncOptions", []):
         assert application["spec"]["syncPolicy"]["managedNamespaceMetadata"]["labels"] == pod_security
+    else:  # another Application syncs the namespace, from this repository, labels and all
+        paths = [o["spec"]["source"]["path"] for o in objects if o["kind"] == "Application"
+                 and "path" in o["spec"]["source"]]
+        synced = [n for path in paths for n in render(path)
+                  if n["kind"] == "Namespace" and n["metadata"]["name"] == namespace["metadata"]["name"]]
+        assert [n["metadata"]["labels"] for n in synced] == [namespace["metadata"]["labels"]]
     # Deleting it must not cascade: the CRDs an operator installed own every custom resource.
     assert "resources-finalizer.argocd.argoproj.io" not in application["metadata"].get("finalizers", [])
 
@@ -148,6 +157,33 @@ def test_infrastructure_applications_are_ordered_before_the_services(env, argo):
     assert "SkipDryRunOnMissingResource=true" in configs["spec"]["syncPolicy"]["syncOptions"]
     # Staging is open by design: no authentication gate there.
     assert ("oauth2-proxy" in argo) == (env == "production")
+
+
+def test_auth_namespace_and_its_network_policies_are_synced_before_the_chart():
+    """Argo CD applies what Flux applies from infrastructure/auth besides the chart (the
+    namespace and its NetworkPolicies), from this repository, a wave before the chart's
+    pods start there, through a project that allows each kind."""
+    objects = render("argocd/production")
+    application = find(objects, "Application", "oauth2-proxy-namespace-production")
+    chart = find(objects, "Application", "oauth2-proxy-production")
+    project = find(objects, "AppProject", "antaeus-billing-infrastructure")
+    source = application["spec"]["source"]
+    assert source["repoURL"] in project["spec"]["sourceRepos"]
+    assert application["spec"]["project"] == project["metadata"]["name"]
+
+    def key(obj: dict) -> tuple:
+        return obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"]
+
+    synced = render(source["path"])
+    assert sorted(map(key, synced)) == sorted(key(o) for o in render("infrastructure/auth") if is_built_in(o))
+    assert {o["kind"] for o in synced} == {"Namespace", "NetworkPolicy"}
+    cluster = {(k["group"], k["kind"]) for k in project["spec"]["clusterResourceWhitelist"]}
+    namespaced = {(k["group"], k["kind"]) for k in project["spec"]["namespaceResourceWhitelist"]}
+    for obj in synced:
+        assert (group_of(obj), obj["kind"]) in (namespaced if obj["metadata"].get("namespace") else cluster), key(obj)
+    assert application["spec"]["destination"]["namespace"] == chart["spec"]["destination"]["namespace"]
+    assert wave(application) < wave(chart)
+    assert application["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
 
 
 def test_database_then_migration_then_app_in_production():

@@ -23,7 +23,7 @@ import yaml
 from tests.isolation.rbac import Authorizer, Request, Subject
 from tests.manifests.test_custom_resources import check
 from tests.kube import REPO, find, render, render_text
-from tests.manifests.conftest import ENVIRONMENTS
+from tests.manifests.conftest import ENVIRONMENTS, is_built_in
 from tests.models import MODELS, validate_strictly
 
 pytestmark = pytest.mark.manifests
@@ -184,8 +184,7 @@ def validate(obj: dict) -> str | None:
         [verdict] = check([obj])
         assert verdict["model"] and not verdict["errors"], verdict
         return None
-    group = obj["apiVersion"].rpartition("/")[0]
-    assert "." not in group, f"{key}: a custom resource with no model; add one to tests/models.py"
+    assert is_built_in(obj), f"{key}: a custom resource with no model; add one to tests/models.py"
     kv.validate(obj, CORE_VERSION, strict=True)
     return None
 
