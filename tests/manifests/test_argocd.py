@@ -184,6 +184,11 @@ def test_auth_namespace_and_its_network_policies_are_synced_before_the_chart():
     assert application["spec"]["destination"]["namespace"] == chart["spec"]["destination"]["namespace"]
     assert wave(application) < wave(chart)
     assert application["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+    # The namespace holds the Secret created out of git: no GitOps operation deletes it.
+    (namespace,) = [o for o in synced if o["kind"] == "Namespace"]
+    annotations = namespace["metadata"]["annotations"]
+    assert annotations["kustomize.toolkit.fluxcd.io/prune"] == "disabled"
+    assert {"Prune=false", "Delete=false"} <= set(annotations["argocd.argoproj.io/sync-options"].split(","))
 
 
 def test_database_then_migration_then_app_in_production():
