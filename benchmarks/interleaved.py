@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from benchmarks import wrk
 from benchmarks.report import table
-from benchmarks.servers import DEPLOYMENT, BenchServer, container_cpu_limits, cpu_seconds, server_environment
+from benchmarks.servers import DEPLOYMENT, BenchServer, container_cpu_limits, server_environment
 from harness import postgres
 from harness.server import REPO
 
@@ -45,10 +45,9 @@ class Contender:
         return self.ok / self.seconds if self.seconds else 0.0
 
     def load(self, connections: int, slice_s: int) -> None:
-        app, proxy = cpu_seconds(self.server.gunicorn_pids()), cpu_seconds(self.server.nginx_pids())
-        result = wrk.run(self.server.port, connections=connections, duration_s=slice_s)
-        self.app_cpu_s += cpu_seconds(self.server.gunicorn_pids()) - app
-        self.proxy_cpu_s += cpu_seconds(self.server.nginx_pids()) - proxy
+        result, app_cpu_s, proxy_cpu_s = self.server.load(connections=connections, duration_s=slice_s)
+        self.app_cpu_s += app_cpu_s
+        self.proxy_cpu_s += proxy_cpu_s
         self.ok += result.ok
         self.seconds += result.duration_s
         self.errors += result.errors
@@ -57,7 +56,7 @@ class Contender:
 
 
 def contenders(before: pathlib.Path | None, pod_limits: bool, data_dir: pathlib.Path) -> list[Contender]:
-    """(label, server) for each configuration compared; the first is the reference."""
+    """A Contender for each configuration compared; the first is the reference."""
     env = server_environment(workers=WORKERS, threads=THREADS)
     limits = container_cpu_limits() if pod_limits else {}
     found = []

@@ -17,7 +17,6 @@ from benchmarks.servers import (
     BenchServer,
     Memory,
     container_cpu_limits,
-    cpu_seconds,
     memory,
     server_environment,
 )
@@ -176,10 +175,7 @@ def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Conf
                 f"p50 {s.p50_ms:.2f} ms")
         for connections in plan.connections:
             before = server.settled_rows()
-            app_cpu, proxy_cpu = cpu_seconds(server.gunicorn_pids()), cpu_seconds(server.nginx_pids())
-            result = wrk.run(server.port, connections=connections, duration_s=plan.duration_s)
-            app_cpu = cpu_seconds(server.gunicorn_pids()) - app_cpu
-            proxy_cpu = cpu_seconds(server.nginx_pids()) - proxy_cpu
+            result, app_cpu, proxy_cpu = server.load(connections=connections, duration_s=plan.duration_s)
             per_charge = 1e6 / max(result.ok, 1)
             load = Load(result, server.settled_rows() - before, app_cpu * per_charge, proxy_cpu * per_charge)
             config.loads.append(load)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from benchmarks import wrk
 from harness.cpu_limit import parse_cpu
 from harness.server import REPO, Server
 
@@ -61,6 +62,12 @@ class BenchServer(Server):
 
     def nginx_pids(self) -> list[int]:
         return [self.nginx.pid, *children(self.nginx.pid)] if self.nginx is not None else []
+
+    def load(self, *, connections: int, duration_s: int) -> tuple[wrk.WrkResult, float, float]:
+        """A wrk run, and the CPU seconds gunicorn (master and workers) and nginx used during it."""
+        app, proxy = cpu_seconds(self.gunicorn_pids()), cpu_seconds(self.nginx_pids())
+        result = wrk.run(self.port, connections=connections, duration_s=duration_s)
+        return (result, cpu_seconds(self.gunicorn_pids()) - app, cpu_seconds(self.nginx_pids()) - proxy)
 
 
 def children(pid: int) -> list[int]:

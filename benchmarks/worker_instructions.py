@@ -23,7 +23,6 @@ import threading
 import time
 
 from benchmarks.instructions import require_valgrind
-from benchmarks.servers import children
 from harness.server import Server, antaeus_request, read_reply
 
 BASE_CHARGES = 80
@@ -54,7 +53,7 @@ def worker_instructions(*, proxy: bool, charges: int, connections: int) -> int:
     try:
         server.start(wait=False)
         server.wait_ready(600)
-        (worker,) = children(server.process.pid)
+        (worker,) = server.workers()
         load(charges)
     finally:
         server.close()

@@ -18,7 +18,7 @@ import pytest
 from benchmarks import wrk
 from benchmarks.report import ratio, render
 from benchmarks.run import Config, Load, Plan
-from benchmarks.servers import BASELINE_COMMAND, children, container_cpu_limits, cpu_seconds, memory
+from benchmarks.servers import BASELINE_COMMAND, BenchServer, children, container_cpu_limits, cpu_seconds, memory
 from harness.cpu_limit import CpuLimit, parse_cpu
 from harness.server import ANTAEUS_BODY, REPO
 
@@ -163,13 +163,10 @@ def test_pod_cpus_needs_an_application_cpu_and_another():
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two CPUs")
 def test_pinned_server_runs_gunicorn_and_nginx_on_their_own_cpus(tmp_path):
     """--pod-cpus: gunicorn's master and every worker on one CPU, nginx on the other."""
-    from harness.server import Server
-
     app_cpu, proxy_cpu = sorted(os.sched_getaffinity(0))[:2]
-    server = Server(tmp_path, proxy=True, cpus=frozenset({app_cpu}), nginx_cpus=frozenset({proxy_cpu})).start()
+    server = BenchServer(tmp_path, proxy=True, cpus=frozenset({app_cpu}), nginx_cpus=frozenset({proxy_cpu})).start()
     try:
-        gunicorn = [server.process.pid, *children(server.process.pid)]
-        nginx = [server.nginx.pid, *children(server.nginx.pid)]
+        gunicorn, nginx = server.gunicorn_pids(), server.nginx_pids()
         assert len(gunicorn) == 3 and len(nginx) >= 2
         assert {pid: os.sched_getaffinity(pid) for pid in gunicorn} == {pid: {app_cpu} for pid in gunicorn}
         assert {pid: os.sched_getaffinity(pid) for pid in nginx} == {pid: {proxy_cpu} for pid in nginx}
@@ -236,13 +233,10 @@ def test_cpu_limit_holds_a_busy_process_to_its_quota():
 @pytest.mark.server
 def test_pod_limits_confine_gunicorn_and_nginx_each_to_its_own_cgroup(tmp_path):
     """--pod-limits: master and workers share one limit, nginx has its own, both gone at close."""
-    from harness.server import Server
-
     _cpu_limit_or_skip(1).remove()
-    server = Server(tmp_path, proxy=True, cpu_limit=1.0, nginx_cpu_limit=0.5).start()
+    server = BenchServer(tmp_path, proxy=True, cpu_limit=1.0, nginx_cpu_limit=0.5).start()
     try:
-        gunicorn = [server.process.pid, *children(server.process.pid)]
-        nginx = [server.nginx.pid, *children(server.nginx.pid)]
+        gunicorn, nginx = server.gunicorn_pids(), server.nginx_pids()
         paths = {name: limit.path for name, limit in server.limits.items()}
 
         def cgroup(pid):
