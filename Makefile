@@ -15,7 +15,7 @@ RUN_ENV = DATABASE_PATH="$${DATABASE_PATH:-$(CURDIR)/var/payment.sqlite3}" \
 	HOST="$${HOST:-127.0.0.1}" \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: run test stress bench check-kubectl check-nginx clean
+.PHONY: run test stress bench check-kubectl check-nginx check-etcd kube-assets clean
 
 # What serving needs (make run), then the test tools on top (make test, stress, bench).
 $(VENV)/.installed-run: pyproject.toml scripts/requirements.py
@@ -61,12 +61,27 @@ check-nginx:
 	  echo "(base/payment/nginx.conf) in front of gunicorn; install it (Debian: apt-get install nginx-light)." >&2; \
 	  exit 1; }
 
+# tests/cluster runs a real kube-apiserver, kube-controller-manager and kube-scheduler:
+# scripts/kube-assets puts them and the operators' CRDs in .kube-assets (from
+# KUBE_ASSETS_SOURCE or ../shared/kube-assets where there is one, else from the official
+# release artifacts, checksums verified). KUBEBUILDER_ASSETS, if set, names another folder.
+KUBEBUILDER_ASSETS ?= $(CURDIR)/.kube-assets
+export KUBEBUILDER_ASSETS
+kube-assets:
+	$(PYTHON) scripts/kube-assets "$(KUBEBUILDER_ASSETS)" >/dev/null
+
+check-etcd:
+	@command -v etcd >/dev/null 2>&1 || [ -x "$(KUBEBUILDER_ASSETS)/etcd" ] || { \
+	  echo "error: etcd is not installed. tests/cluster runs a real API server on it;" >&2; \
+	  echo "install it (Debian: apt-get install etcd-server) or put an etcd binary in $(KUBEBUILDER_ASSETS)." >&2; \
+	  exit 1; }
+
 ## test: every test: the service on SQLite and on PostgreSQL (Django test client and real gunicorn) and the manifests
 # The second run repeats the service suite with PostgreSQL as the store
 # (PAYMENT_TEST_POSTGRES_URL, default the local server); it fails with a message when
 # PostgreSQL cannot be reached. (The `postgresql`-marked tests bring their own databases
 # and ran in the first pass already.)
-test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(CRD_MODELS)/.installed check-kubectl check-nginx
+test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(CRD_MODELS)/.installed check-kubectl check-nginx check-etcd kube-assets
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -m "not stress"
 	PAYMENT_TEST_BACKEND=postgresql $(PY) -m pytest -m "not stress and not postgresql" tests/service
 
@@ -83,4 +98,4 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache $(CRD_MODELS)/node_modules $(CRD_MODELS)/.installed
+	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache .kube-assets $(CRD_MODELS)/node_modules $(CRD_MODELS)/.installed
