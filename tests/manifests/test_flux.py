@@ -146,6 +146,10 @@ def test_tenants_differ_between_environments_only_in_path():
     assert "path" not in render("tenants/base")[0]["spec"], "the base names no environment"
 
 
+# Cluster add-ons that define no custom resources.
+CHARTS_WITHOUT_CRDS = {"ingress-nginx", "metrics-server"}
+
+
 def test_operators_are_installed_before_any_custom_resource_is_applied(env, kustomizations):
     infrastructure = kustomizations[("flux-system", "infrastructure")]
     assert infrastructure["spec"]["wait"] is True
@@ -160,6 +164,8 @@ def test_operators_are_installed_before_any_custom_resource_is_applied(env, kust
             # Charts that template their CRDs (cert-manager): installed by the chart and
             # kept when the release goes, so removing it never deletes every object.
             assert values["crds"] == {"enabled": True, "keep": True}, release["metadata"]["name"]
+        elif release["spec"]["chart"]["spec"]["chart"] in CHARTS_WITHOUT_CRDS:
+            assert "crds" not in release["spec"]["install"], "nothing to create"
         else:
             # Charts with a crds/ folder: Helm skips those on upgrade unless told.
             assert release["spec"]["install"]["crds"] == release["spec"]["upgrade"]["crds"] == "CreateReplace"
@@ -214,8 +220,12 @@ def test_migrations_run_before_the_app_rolls_out():
     assert {"name": "payment-database"} in payment["spec"]["dependsOn"]
     assert database["spec"]["wait"] is True
     objects = render(path_of(database))
-    assert sorted(o["kind"] for o in objects) == ["Cluster", "Job"]
+    assert sorted(o["kind"] for o in objects) == ["Cluster", "Job", "ServiceAccount"]
     job = find(objects, "Job", "payment-migrate", "payment")
+    # The Job's account comes in the same step: `payment`'s comes only after it
+    # (tests/cluster shows the refused pods otherwise).
+    account = find(objects, "ServiceAccount", "payment-migrate", "payment")
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
     # A Job's pod template is immutable: Flux re-creates it when the image changes.
     assert job["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/force"] == "enabled"
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
