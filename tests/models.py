@@ -4,6 +4,8 @@ One registry for every test that checks such objects."""
 
 from __future__ import annotations
 
+import copy
+
 from cloudcoil.models.cert_manager.v1 import ClusterIssuer, Issuer
 from cloudcoil.models.fluxcd.helm.v2 import HelmRelease
 from cloudcoil.models.fluxcd.kustomize.v1 import Kustomization
@@ -22,7 +24,20 @@ MODELS = {
 }
 
 
+# Fields of the pinned controllers that the newest model package does not know yet
+# (cloudcoil-models-fluxcd 2.5.1.0 is Flux 2.5; the install/upgrade strategy came with
+# helm-controller 1.4). They are set aside here and checked instead by the real API
+# server against the pinned CRD (tests/cluster applies every HelmRelease).
+NEWER_THAN_MODEL = {
+    ("helm.toolkit.fluxcd.io/v2", "HelmRelease"): (("install", "strategy"), ("upgrade", "strategy")),
+}
+
+
 def validate_strictly(obj: dict) -> None:
-    model = MODELS.get((obj["apiVersion"], obj["kind"]))
+    key = (obj["apiVersion"], obj["kind"])
+    model = MODELS.get(key)
     assert model, f"no model for {obj['apiVersion']} {obj['kind']}"
+    obj = copy.deepcopy(obj)
+    for section, field in NEWER_THAN_MODEL.get(key, ()):
+        obj["spec"].get(section, {}).pop(field, None)
     model.model_validate(obj, extra="forbid", strict=True)

@@ -35,9 +35,11 @@ def env(request) -> str:
 INFRASTRUCTURE = {
     "staging": {"cloudnative-pg": "infrastructure/controllers", "cert-manager": "infrastructure/controllers",
                 "kube-prometheus-stack": "infrastructure/controllers",
+                "ingress-nginx": "infrastructure/controllers", "metrics-server": "infrastructure/controllers",
                 "infrastructure-configs": "infrastructure/configs"},
     "production": {"cloudnative-pg": "infrastructure/controllers", "cert-manager": "infrastructure/controllers",
                    "kube-prometheus-stack": "infrastructure/controllers",
+                   "ingress-nginx": "infrastructure/controllers", "metrics-server": "infrastructure/controllers",
                    "infrastructure-configs": "infrastructure/configs", "oauth2-proxy": "infrastructure/auth",
                    "oauth2-proxy-namespace": "infrastructure/auth/namespace"},
 }
@@ -50,9 +52,10 @@ def argo(env) -> dict[str, dict]:
     """{"project", "application", "operator-project", <infrastructure Application name>...}
     of argocd/<env>."""
     objects = render(f"argocd/{env}")
-    assert sorted(o["kind"] for o in objects) == ["AppProject"] * 2 + ["Application"] * (1 + len(INFRASTRUCTURE[env]))
+    assert sorted(o["kind"] for o in objects) == (
+        ["AppProject"] * 3 + ["Application"] * (2 + len(INFRASTRUCTURE[env])) + ["ConfigMap"])
     for obj in objects:
-        assert obj["apiVersion"] == "argoproj.io/v1alpha1"
+        assert obj["apiVersion"] == ("v1" if obj["kind"] == "ConfigMap" else "argoproj.io/v1alpha1")
         assert obj["metadata"]["namespace"] == "argocd"
     return {
         "project": find(objects, "AppProject", "antaeus-billing"),
@@ -118,10 +121,15 @@ def test_chart_applications_install_the_same_pinned_chart_with_the_same_values_a
     # The same values: an identity provider filled in for Flux is filled in for Argo CD too.
     assert source["helm"].get("valuesObject", {}) == release["spec"].get("values", {})
     assert application["spec"]["project"] == project["metadata"]["name"]
-    assert application["spec"]["destination"]["namespace"] == release["metadata"]["namespace"]
-    assert release["metadata"]["namespace"] in {d["namespace"] for d in project["spec"]["destinations"]}
+    assert application["spec"]["destination"]["namespace"] == release["spec"]["targetNamespace"]
+    assert release["spec"]["targetNamespace"] in {d["namespace"] for d in project["spec"]["destinations"]}
+    # Deleting it must not cascade: the CRDs an operator installed own every custom resource.
+    assert "resources-finalizer.argocd.argoproj.io" not in application["metadata"].get("finalizers", [])
+    if release["spec"]["targetNamespace"] == "kube-system":  # the cluster's own, created by neither
+        assert "CreateNamespace=true" not in application["spec"]["syncPolicy"].get("syncOptions", [])
+        return
     # The namespace Argo CD creates carries the Pod Security labels Flux's Namespace has.
-    namespace = find(flux, "Namespace", release["metadata"]["namespace"])
+    namespace = find(flux, "Namespace", release["spec"]["targetNamespace"])
     pod_security = {k: v for k, v in namespace["metadata"]["labels"].items() if k.startswith("pod-security.")}
     if "CreateNamespace=true" in application["spec"]["syncPolicy"].get("syncOptions", []):
         assert application["spec"]["syncPolicy"]["managedNamespaceMetadata"]["labels"] == pod_security
@@ -206,3 +214,118 @@ def test_database_then_migration_then_app_in_production():
     options = cluster["metadata"]["annotations"]["argocd.argoproj.io/sync-options"].split(",")
     assert "SkipDryRunOnMissingResource=true" in options
 
+
+
+# --- The ordering rules Argo CD's sync engine (gitops-engine) applies: within one sync,
+# a wave starts only once every resource of the waves before it is Healthy. -------------
+
+
+def sync_waves(objects: list[dict]) -> dict[int, list[dict]]:
+    waves: dict[int, list[dict]] = {}
+    for obj in objects:
+        waves.setdefault(wave(obj), []).append(obj)
+    return waves
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_an_autoscaler_comes_no_earlier_than_its_target(env):
+    """Before its Deployment exists, an HPA reports FailedGetScale, Argo CD counts it
+    Degraded and fails the sync: the Deployment's wave is never reached."""
+    objects = render(f"overlays/{env}")
+    hpas = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
+    assert bool(hpas) == (env == "production")
+    for hpa in hpas:
+        ref = hpa["spec"]["scaleTargetRef"]
+        target = find(objects, ref["kind"], ref["name"], hpa["metadata"]["namespace"])
+        assert wave(hpa) >= wave(target), f"HPA {hpa['metadata']['name']} in wave {wave(hpa)}, its target in {wave(target)}"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_nothing_waits_behind_an_ingress(env):
+    """An Ingress stays Progressing until an ingress controller writes its address: it
+    must be in the last wave of its Application, and the controller must be installed by
+    an Application of an earlier wave."""
+    objects = render(f"overlays/{env}")
+    last = max(sync_waves(objects))
+    ingresses = [o for o in objects if o["kind"] == "Ingress"]
+    for ingress in ingresses:
+        assert wave(ingress) == last, f"Ingress {ingress['metadata']['name']} in wave {wave(ingress)}, last is {last}"
+    if ingresses:
+        applications = render(f"argocd/{env}")
+        services = find(applications, "Application", f"antaeus-billing-{env}")
+        controller = find(applications, "Application", f"ingress-nginx-{env}")
+        assert wave(controller) < wave(services)
+        classes = {i["spec"]["ingressClassName"] for i in ingresses}
+        assert classes == {controller["spec"]["source"]["helm"]["valuesObject"]["controller"]["ingressClassResource"]["name"]}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_argo_cd_manages_its_own_applications_and_waits_on_their_health(env):
+    """An app of apps syncs argocd/<env> (itself included), so a change under argocd/ needs
+    no manual apply; and Argo CD's Application health check is configured, without which
+    waves across Applications order only their creation, not their readiness."""
+    objects = render(f"argocd/{env}")
+    root = find(objects, "Application", f"antaeus-billing-apps-{env}")
+    assert root["spec"]["source"]["path"] == f"argocd/{env}"
+    assert root["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+    project = find(objects, "AppProject", root["spec"]["project"])
+    allowed = {(k["group"], k["kind"]) for k in project["spec"]["namespaceResourceWhitelist"]}
+    for obj in render(root["spec"]["source"]["path"]):
+        assert (group_of(obj), obj["kind"]) in allowed, obj["kind"]
+        assert obj["metadata"]["namespace"] == root["spec"]["destination"]["namespace"]
+    settings = find(objects, "ConfigMap", "argocd-cm", "argocd")
+    assert settings["metadata"]["labels"]["app.kubernetes.io/part-of"] == "argocd", "Argo CD reads only its own"
+    script = settings["data"]["resource.customizations.health.argoproj.io_Application"]
+    assert "obj.status.health.status" in script and "return hs" in script
+    options = settings["metadata"]["annotations"]["argocd.argoproj.io/sync-options"].split(",")
+    # Only the keys written here are owned; the operator's other settings stay.
+    assert {"ServerSideApply=true", "Prune=false", "Delete=false"} <= set(options)
+    assert "ServerSideApply=true" in root["spec"]["syncPolicy"]["syncOptions"]
+    # Waves across Applications: every infrastructure layer before the services.
+    services = find(objects, "Application", f"antaeus-billing-{env}")
+    for app in objects:
+        if app["kind"] == "Application" and app["spec"]["project"] == "antaeus-billing-infrastructure":
+            assert wave(app) < wave(services), app["metadata"]["name"]
+
+
+def component_kinds() -> set[tuple[str, str]]:
+    """The kinds every optional component of the app side (components/*, not their
+    platform and tenant parts, which Flux applies) adds to an overlay."""
+    kinds = set()
+    for kustomization in (REPO / "components").glob("*/kustomization.yaml"):
+        spec = load_yaml(kustomization)
+        for resource in spec.get("resources", []):
+            path = kustomization.parent / resource
+            if path.is_file():
+                kinds |= {(group_of(o), o["kind"]) for o in load_yaml_all(path)}
+    return kinds
+
+
+def load_yaml(path):
+    import yaml
+    return yaml.safe_load(path.read_text())
+
+
+def load_yaml_all(path):
+    import yaml
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_project_allows_every_optional_component(env):
+    """Switching a component on (backups, monitoring, PostgreSQL, admin credentials) must
+    not fail the sync on a kind the project refuses."""
+    project = find(render(f"argocd/{env}"), "AppProject", "antaeus-billing")
+    allowed = {(k["group"], k["kind"]) for k in project["spec"]["namespaceResourceWhitelist"]}
+    missing = {k for k in component_kinds() if k not in allowed}
+    assert {("postgresql.cnpg.io", "ScheduledBackup"), ("barmancloud.cnpg.io", "ObjectStore")} <= component_kinds()
+    assert not missing, f"the antaeus-billing project refuses {sorted(missing)}"
+
+
+def test_the_guide_names_every_file_that_carries_the_repository_url():
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    placeholder = "https://github.com/example-org/antaeus-payment.git"
+    carrying = sorted(str(p.relative_to(REPO)) for p in (REPO / "argocd").rglob("*.yaml") if placeholder in p.read_text())
+    assert carrying
+    named = [p for p in carrying if p in guide or p.replace("staging", "<env>").replace("production", "<env>") in guide]
+    assert named == carrying, f"docs/deploy.md does not name {sorted(set(carrying) - set(named))}"

@@ -45,7 +45,7 @@ def production_ingresses() -> list[dict]:
 
 
 def oauth2_proxy_release() -> dict:
-    return find(render("infrastructure/auth"), "HelmRelease", "oauth2-proxy", "oauth2-proxy")
+    return find(render("infrastructure/auth"), "HelmRelease", "oauth2-proxy", "flux-system")
 
 
 def render_with(resource: str, *, components: list[str] = (), patches: list[dict] = ()) -> list[dict]:
@@ -85,7 +85,7 @@ def check_tls(ingresses: list[dict]) -> None:
 
 def check_redirect_and_auth(ingresses: list[dict]) -> None:
     release = oauth2_proxy_release()
-    service_host = f"{release['spec']['releaseName']}.{release['metadata']['namespace']}.svc.cluster.local"
+    service_host = f"{release['spec']['releaseName']}.{release['spec']['targetNamespace']}.svc.cluster.local"
     for ingress in ingresses:
         name, annotations = ingress["metadata"]["name"], ingress["metadata"].get("annotations", {})
         assert annotations.get("nginx.ingress.kubernetes.io/force-ssl-redirect") == "true", name

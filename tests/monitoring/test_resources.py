@@ -163,7 +163,7 @@ def test_dashboard_shows_what_the_issue_asks(production):
 
 
 def test_kube_prometheus_stack_is_pinned_and_selects_every_monitor():
-    release = find(controller(), "HelmRelease", "kube-prometheus-stack", "monitoring")
+    release = find(controller(), "HelmRelease", "kube-prometheus-stack", "flux-system")
     assert re.fullmatch(r"\d+\.\d+\.\d+", release["spec"]["chart"]["spec"]["version"])
     spec = release["spec"]["values"]["prometheus"]["prometheusSpec"]
     assert spec["podMonitorSelectorNilUsesHelmValues"] is False
