@@ -94,7 +94,8 @@ COMPUTED = {"args.token_env": "scripts/verify-deployment: the variable --token-e
 
 def _lines(page: pathlib.Path):
     for number, line in enumerate(page.read_text().splitlines(), 1):
-        yield f"{page.relative_to(REPO)}:{number}", line
+        # Mermaid writes < and > as #lt; and #gt;.
+        yield f"{page.relative_to(REPO)}:{number}", line.replace("#lt;", "<").replace("#gt;", ">")
 
 
 def _code(page: pathlib.Path):
