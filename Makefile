@@ -89,8 +89,9 @@ test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(CRD_MODELS)/.installed che
 stress: $(VENV)/.installed check-nginx
 	$(PY) -m pytest -m stress -s
 
-## bench: throughput, latency, memory and start-up of the charge path (needs wrk: installed if missing)
-## BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--workers 2 --threads 1 --pod-limits"
+## bench: throughput, latency and CPU per charge of the pod as deployed, on SQLite and PostgreSQL
+## (needs wrk and nginx: installed if missing). BENCH_ARGS passes options (--help lists them),
+## e.g. make bench BENCH_ARGS="--pod-limits" or BENCH_ARGS="--compare ../other-checkout --pod-limits"
 BENCH_ARGS ?=
 bench: $(VENV)/.installed
 	command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }

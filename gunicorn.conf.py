@@ -183,8 +183,6 @@ def post_worker_init(worker):
     worker.log.info("Worker listening at: %s", ", ".join(str(sock) for sock in worker.sockets))
     from django.conf import settings
 
-    if not settings.configured:  # another WSGI app under this config (the benchmark's baseline)
-        return
     from payment_app import metrics
     from payment_project import tracing
 

@@ -1,1 +1,1 @@
-"""Benchmark of the charge path: `python -m benchmarks` (make bench). See docs/performance.md."""
+"""Benchmark of the payment pod: `python -m benchmarks` (make bench). See docs/performance.md."""

@@ -1,64 +1,40 @@
-"""The benchmark run: each app, each worker count, each connection count."""
+"""The measuring run: each database, worker and thread count, then each connection count,
+one server after another; and its report, as Markdown tables."""
 
 from __future__ import annotations
 
-import os
+import pathlib
 import shutil
 import socket
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from benchmarks import wrk
-from benchmarks.servers import (
-    BASELINE_COMMAND,
-    SERVICE_COMMAND,
-    BenchServer,
-    Memory,
-    container_cpu_limits,
-    memory,
-    server_environment,
-)
+from benchmarks.servers import BenchServer, Memory, container_cpu_limits, deployed_concurrency, memory, pod
 from harness import postgres
 from harness.server import antaeus_request, read_reply
 
-APPS = {
-    "service": SERVICE_COMMAND,
-    "service-nginx": SERVICE_COMMAND,
-    "service-nginx-postgresql": SERVICE_COMMAND,
-    "baseline": BASELINE_COMMAND,
-}
-# As the pod runs it: the service behind base/payment/nginx.conf (docs/reliability.md).
-PROXIED = {"service-nginx", "service-nginx-postgresql"}
-# On a new database of the local PostgreSQL server (PAYMENT_TEST_POSTGRES_URL), as
-# production runs it; the others on SQLite.
-ON_POSTGRESQL = {"service-nginx-postgresql"}
+_WORKERS, _THREADS = deployed_concurrency()
+# What the pod as deployed should reach (docs/performance.md, "Targets"); p99 at 32 connections.
+TARGETS = {"p99_ms": 50.0, "sequential_p50_ms": 2.0, "worker_rss_mib": 60.0, "ready_s": 2.0}
 
 
 @dataclass(frozen=True)
 class Plan:
-    workers: tuple[int, ...] = (1, 2, 4)
-    # gthread threads per worker: 1 as deployed, and 4 to show what threads cost.
-    threads: tuple[int, ...] = (1, 4)
+    databases: tuple[str, ...] = ("sqlite", "postgresql")
+    workers: tuple[int, ...] = (_WORKERS,)  # as base/payment deploys them
+    threads: tuple[int, ...] = (_THREADS,)
     connections: tuple[int, ...] = (1, 8, 32)
     duration_s: int = 8
     warmup_s: int = 1
     sequential: int = 1000
-    # service-nginx is the deployed configuration (SQLite); service-nginx-postgresql the
-    # same on PostgreSQL, as production runs it; service is gunicorn alone, as before.
-    apps: tuple[str, ...] = ("service-nginx", "service-nginx-postgresql", "service", "baseline")
-    # Extra baseline runs with synchronous=NORMAL: what the fsync at each commit costs.
-    normal_sync: bool = False
-    # CPUs as the pod divides them: gunicorn on the first (the payment container's limit is
-    # 1 CPU), nginx and wrk on the others. Empty: every process may run anywhere.
-    pod_cpus: tuple[int, ...] = ()
-    # Each of gunicorn and nginx under its container's limits.cpu (base/payment), as a CFS
-    # quota the way the kubelet sets it; wrk runs unlimited beside them.
-    pod_limits: bool = False
+    direct: bool = False  # also gunicorn alone, without the pod's nginx
+    pod_limits: bool = False  # gunicorn and nginx under their containers' limits.cpu
 
 
-QUICK = Plan(workers=(2,), threads=(1,), connections=(1, 8), duration_s=2, sequential=100)
+QUICK = Plan(connections=(1, 8), duration_s=2, sequential=100)
 
 
 @dataclass(frozen=True)
@@ -68,22 +44,17 @@ class Sequential:
     charges: int
     total_s: float
     p50_ms: float
-    p90_ms: float
     p99_ms: float
     errors: int
     rows: int
-
-    @property
-    def per_charge_ms(self) -> float:
-        return self.total_s * 1000 / self.charges
 
 
 @dataclass(frozen=True)
 class Load:
     result: wrk.WrkResult
     rows: int
-    # CPU time per 2xx answer during the run: gunicorn's master and workers, and nginx. In
-    # the pod each has its own CPU limit, so these bound throughput where the rates on a
+    # CPU time per 2xx answer during the run, gunicorn (master and workers) and nginx. In
+    # the pod each has its own CPU limit, so these bound its throughput where rates on a
     # shared machine only hint at it.
     app_cpu_us: float = 0.0
     proxy_cpu_us: float = 0.0
@@ -95,9 +66,10 @@ class Load:
 
 @dataclass
 class Config:
-    """One app at one worker and thread count: its start-up, sequential run, loads and memory."""
+    """One server at one worker and thread count: start-up, sequential run, loads, memory."""
 
-    app: str
+    database: str
+    proxy: bool
     workers: int
     threads: int
     ready_fresh_s: float = 0.0
@@ -108,7 +80,7 @@ class Config:
 
     @property
     def label(self) -> str:
-        return self.app if self.app != "baseline-normal" else "baseline, synchronous=NORMAL"
+        return f"{'pod' if self.proxy else 'gunicorn alone'}, {self.database}"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -130,59 +102,34 @@ def sequential_run(server: BenchServer, charges: int) -> Sequential:
             latencies.append((time.perf_counter() - t0) * 1000)
             if reply.status != 201 or not isinstance(reply.json().get("result"), bool):
                 errors += 1
-    total = time.perf_counter() - started
-    return Sequential(
-        charges=charges,
-        total_s=total,
-        p50_ms=statistics.median(latencies),
-        p90_ms=percentile(latencies, 90),
-        p99_ms=percentile(latencies, 99),
-        errors=errors,
-        rows=server.settled_rows() - before,
-    )
+    return Sequential(charges=charges, total_s=time.perf_counter() - started, p50_ms=statistics.median(latencies),
+                      p99_ms=percentile(latencies, 99), errors=errors, rows=server.settled_rows() - before)
 
 
-def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Config:
-    command = APPS["baseline" if app == "baseline-normal" else app]
-    extra = {"BENCH_SQLITE_SYNCHRONOUS": "NORMAL"} if app == "baseline-normal" else None
-    config = Config(app=app, workers=workers, threads=threads)
-    data_dir = tempfile.mkdtemp(prefix=f"bench-{app}-")
-    from pathlib import Path
-
-    limits = container_cpu_limits() if plan.pod_limits else {}
-    server = BenchServer(
-        Path(data_dir),
-        env=server_environment(workers=workers, threads=threads, extra=extra),
-        command=command,
-        proxy=app in PROXIED,
-        database_url=postgres.create_database() if app in ON_POSTGRESQL else None,
-        cpus=frozenset(plan.pod_cpus[:1]) or None,
-        nginx_cpus=frozenset(plan.pod_cpus[1:]) or None,
-        cpu_limit=limits.get("payment"),
-        nginx_cpu_limit=limits.get("proxy") if app in PROXIED else None,
-    )
+def measure(database: str, proxy: bool, workers: int, threads: int, plan: Plan, log=print) -> Config:
+    config = Config(database=database, proxy=proxy, workers=workers, threads=threads)
+    data_dir = pathlib.Path(tempfile.mkdtemp(prefix="bench-"))
+    server = pod(data_dir, workers=workers, threads=threads, proxy=proxy, pod_limits=plan.pod_limits,
+                 database_url=postgres.create_database() if database == "postgresql" else None)
     try:
         server.start(wait=False)
         config.ready_fresh_s = server.wait_ready(60)
-        log(f"  {app}, {workers} worker(s) x {threads} thread(s): ready in {config.ready_fresh_s:.2f} s")
+        log(f"  {config.label}, {workers} worker(s) x {threads} thread(s): ready in {config.ready_fresh_s:.2f} s")
         # Warm-up: every worker thread opens its database connection and imports lazily.
         wrk.run(server.port, connections=max(plan.connections), duration_s=plan.warmup_s)
         server.settled_rows()
         if plan.sequential:
-            config.sequential = sequential_run(server, plan.sequential)
-            s = config.sequential
-            log(f"    sequential {s.charges}: {s.total_s:.2f} s, {s.per_charge_ms:.2f} ms/charge, "
-                f"p50 {s.p50_ms:.2f} ms")
+            s = config.sequential = sequential_run(server, plan.sequential)
+            log(f"    sequential {s.charges}: {s.total_s:.2f} s, p50 {s.p50_ms:.2f} ms")
         for connections in plan.connections:
             before = server.settled_rows()
             result, app_cpu, proxy_cpu = server.load(connections=connections, duration_s=plan.duration_s)
             per_charge = 1e6 / max(result.ok, 1)
             load = Load(result, server.settled_rows() - before, app_cpu * per_charge, proxy_cpu * per_charge)
             config.loads.append(load)
-            log(f"    {connections:>2} connections: {result.rate:8.1f} charges/s, p50 {result.p50_ms:.2f} ms, "
-                f"p99 {result.p99_ms:.2f} ms, CPU/charge gunicorn {load.app_cpu_us:.0f} us "
-                f"nginx {load.proxy_cpu_us:.0f} us, errors {result.errors}, rows {load.rows} "
-                f"({'ok' if load.rows_ok else 'MISMATCH'})")
+            log(f"    {connections:>2} connections: {result.rate:8.1f} charges/s, p99 {result.p99_ms:.2f} ms, "
+                f"CPU/charge gunicorn {load.app_cpu_us:.0f} us nginx {load.proxy_cpu_us:.0f} us, "
+                f"errors {result.errors}, rows {load.rows} ({'ok' if load.rows_ok else 'MISMATCH'})")
         config.memory = [memory(pid) for pid in server.worker_pids()]
         server.stop()
         # A pod restart: the database and its schema exist, migrate has nothing to do.
@@ -198,29 +145,100 @@ def measure(app: str, workers: int, threads: int, plan: Plan, log=print) -> Conf
 
 
 def run(plan: Plan, log=print) -> list[Config]:
+    if "postgresql" in plan.databases and (reason := postgres.unreachable_reason()):
+        raise SystemExit(f"{reason} (or measure SQLite only: --database sqlite)")
     configs = []
-    if plan.pod_cpus:
-        # wrk is started from here: it runs beside nginx, off the application's CPU.
-        os.sched_setaffinity(0, set(plan.pod_cpus[1:]))
-    apps = list(plan.apps) + (["baseline-normal"] if plan.normal_sync else [])
-    if ON_POSTGRESQL & set(apps) and (reason := postgres.unreachable_reason()):
-        raise SystemExit(f"{reason} (or leave out {', '.join(sorted(ON_POSTGRESQL))} with --apps)")
     try:
         for workers in plan.workers:
             for threads in plan.threads:
-                for app in apps:
-                    configs.append(measure(app, workers, threads, plan, log))
+                for database in plan.databases:
+                    for proxy in (True, False) if plan.direct else (True,):
+                        configs.append(measure(database, proxy, workers, threads, plan, log))
     finally:
         postgres.drop_databases()
     return configs
 
 
-def as_json(plan: Plan, configs: list[Config]) -> dict:
-    def config(c: Config) -> dict:
-        data = asdict(c)
-        for load, raw in zip(c.loads, data["loads"]):
-            raw["charges_per_s"] = load.result.rate
-            raw["rows_ok"] = load.rows_ok
-        return data
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
-    return {"plan": asdict(plan), "configs": [config(c) for c in configs]}
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    rule = "|" + "|".join("-" * (w + 1) + ":" if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def load_table(configs: list[Config]) -> str:
+    rows = []
+    for c in configs:
+        for load in c.loads:
+            r = load.result
+            rows.append([
+                c.label, f"{c.workers}x{c.threads}", str(r.connections), f"{r.rate:.0f}", f"{r.p50_ms:.2f}",
+                f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", str(r.errors), str(r.ok),
+                f"{load.rows}{'' if load.rows_ok else ' (MISMATCH)'}", str(r.unanswered),
+                f"{load.app_cpu_us:.0f}", f"{load.proxy_cpu_us:.0f}" if c.proxy else "",
+            ])
+    return table(["server", "workers x threads", "connections", "charges/s", "p50 ms", "p90 ms", "p99 ms", "errors",
+                  "2xx", "rows stored", "cut at stop", "gunicorn CPU us/charge", "nginx CPU us/charge"], rows)
+
+
+def process_table(configs: list[Config]) -> str:
+    rows = []
+    for c in configs:
+        s = c.sequential
+        rows.append([
+            c.label, f"{c.workers}x{c.threads}", f"{c.ready_fresh_s:.2f}", f"{c.ready_restart_s:.2f}",
+            f"{max((m.rss_mib for m in c.memory), default=0.0):.1f}",
+            f"{max((m.pss_mib for m in c.memory), default=0.0):.1f}",
+            *([str(s.charges), f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}", str(s.errors), str(s.rows)] if s else [""] * 5),
+        ])
+    return table(["server", "workers x threads", "ready s (fresh DB)", "ready s (restart)", "RSS MiB/worker",
+                  "PSS MiB/worker", "sequential charges", "p50 ms", "p99 ms", "errors", "rows"], rows)
+
+
+def verdicts(configs: list[Config]) -> list[str]:
+    def check(name: str, value: float, target: float, unit: str) -> str:
+        return f"{name} {value:.2f}{unit} (< {target:g}{unit}) {'met' if value < target else 'MISSED'}"
+
+    lines = []
+    for c in configs:
+        if not c.proxy:
+            continue
+        parts = [check("p99 at 32 connections", load.result.p99_ms, TARGETS["p99_ms"], " ms")
+                 for load in c.loads if load.result.connections == 32]
+        if c.sequential:
+            parts.append(check("sequential p50", c.sequential.p50_ms, TARGETS["sequential_p50_ms"], " ms"))
+        parts.append(check("RSS/worker", max((m.rss_mib for m in c.memory), default=0.0),
+                           TARGETS["worker_rss_mib"], " MiB"))
+        parts.append(check("ready", c.ready_fresh_s, TARGETS["ready_s"], " s"))
+        lines.append(f"- {c.label} {c.workers}x{c.threads}: " + "; ".join(parts))
+    return lines
+
+
+def render(plan: Plan, configs: list[Config], machine: str) -> str:
+    limits = (" Under the containers' CPU limits (base/payment/deployment.yaml) as CFS quotas: "
+              + ", ".join(f"{name} {cpus:g} CPU" for name, cpus in container_cpu_limits().items()) + "."
+              if plan.pod_limits else "")
+    out = [
+        f"## Charge path benchmark ({machine})",
+        "",
+        f"wrk, 1 thread, {plan.duration_s} s per run after a {plan.warmup_s} s warm-up, stock Antaeus body; "
+        "charges/s counts 2xx answers. Rows stored must lie between the 2xx count and 2xx + requests cut "
+        "off unanswered when wrk stopped. CPU us/charge: the CPU time gunicorn (master and workers) and nginx "
+        "used during the run, per 2xx answer." + limits,
+        "",
+        load_table(configs),
+        "",
+        "Start-up (entrypoint start to /readyz 200), worker memory after the load (max over workers; RSS counts "
+        "shared pages in full, PSS shares them), and an Antaeus-like sequential run on one kept-alive connection:",
+        "",
+        process_table(configs),
+        "",
+        "Targets (the pod as deployed):",
+        *verdicts(configs),
+    ]
+    mismatched = [c.label for c in configs if any(not load.rows_ok for load in c.loads)]
+    if mismatched:
+        out += ["", "STORED ROWS DO NOT MATCH THE ANSWERS in: " + ", ".join(mismatched)]
+    return "\n".join(out)

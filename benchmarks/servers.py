@@ -1,5 +1,6 @@
-"""The two servers under test, started as the container starts the service, and what
-the benchmark reads from them: stored rows, worker memory, readiness time."""
+"""The servers under test, started as the container starts the service, and what the
+benchmark reads from them and from the manifests: stored rows, CPU time, worker memory,
+the deployed worker counts and CPU limits."""
 
 from __future__ import annotations
 
@@ -14,17 +15,16 @@ from benchmarks import wrk
 from harness.cpu_limit import parse_cpu
 from harness.server import REPO, Server
 
-# Through the entrypoint (secret key, `manage.py migrate` on the fresh database), then the
-# same gunicorn config: only the WSGI application differs.
-SERVICE_COMMAND: tuple[str, ...] = ()  # the entrypoint's default: gunicorn payment_project.wsgi
-BASELINE_COMMAND = ("gunicorn", "--config", "gunicorn.conf.py", "benchmarks.baseline:application")
-# The Deployment whose containers' CPU limits --pod-limits applies (the base's: 2 workers).
-DEPLOYMENT = REPO / "base" / "payment" / "deployment.yaml"
+# The Deployment whose containers' CPU limits --pod-limits applies, and the ConfigMap
+# literals that set its worker and thread counts (both relative to a checkout).
+DEPLOYMENT = pathlib.Path("base", "payment", "deployment.yaml")
+KUSTOMIZATION = pathlib.Path("base", "payment", "kustomization.yaml")
 
 
-def container_cpu_limits(path: pathlib.Path = DEPLOYMENT) -> dict[str, float]:
+def container_cpu_limits(tree: pathlib.Path = REPO) -> dict[str, float]:
     """limits.cpu of each container of the Deployment, in CPUs, by container name."""
-    (deployment,) = [doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc["kind"] == "Deployment"]
+    (deployment,) = [doc for doc in yaml.safe_load_all((tree / DEPLOYMENT).read_text())
+                     if doc and doc["kind"] == "Deployment"]
     return {
         container["name"]: parse_cpu(container["resources"]["limits"]["cpu"])
         for container in deployment["spec"]["template"]["spec"]["containers"]
@@ -32,9 +32,22 @@ def container_cpu_limits(path: pathlib.Path = DEPLOYMENT) -> dict[str, float]:
     }
 
 
+def deployed_concurrency(tree: pathlib.Path = REPO) -> tuple[int, int]:
+    """WEB_CONCURRENCY and GUNICORN_THREADS as base/payment deploys them."""
+    (generator,) = [g for g in yaml.safe_load((tree / KUSTOMIZATION).read_text())["configMapGenerator"]
+                    if g["name"] == "payment-config"]
+    literals = dict(literal.split("=", 1) for literal in generator["literals"])
+    return int(literals["WEB_CONCURRENCY"]), int(literals.get("GUNICORN_THREADS", "1"))
+
+
+def proxied(tree: pathlib.Path = REPO) -> bool:
+    """Whether that checkout's pod runs nginx (the `proxy` container) in front of gunicorn."""
+    return "proxy" in container_cpu_limits(tree)
+
+
 @dataclass
 class BenchServer(Server):
-    """harness.server.Server (set `command` for the baseline), plus what the benchmark reads."""
+    """harness.server.Server, plus what the benchmark reads."""
 
     def stored_rows(self) -> int:
         with self.db() as db:
@@ -118,11 +131,18 @@ def memory(pid: int) -> Memory:
     return Memory(rss_mib=kib("status", "VmRSS") / 1024, pss_mib=kib("smaps_rollup", "Pss") / 1024)
 
 
-def server_environment(*, workers: int, threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {
-        "WEB_CONCURRENCY": str(workers),
-        "GUNICORN_THREADS": str(threads),
-        "PAYMENT_SUCCESS_RATE": "0.5",
-        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
-        **(extra or {}),
-    }
+def pod(data_dir: pathlib.Path, *, workers: int, threads: int, proxy: bool = True, database_url: str | None = None,
+        pod_limits: bool = False, tree: pathlib.Path = REPO) -> BenchServer:
+    """The pod of `tree` as it deploys it: gunicorn behind nginx (proxy=False: gunicorn
+    alone), on SQLite or the PostgreSQL database at database_url; with pod_limits, each
+    process group under its container's limits.cpu in that tree's Deployment."""
+    limits = container_cpu_limits(tree) if pod_limits else {}
+    return BenchServer(
+        data_dir,
+        env={"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads), "PAYMENT_SUCCESS_RATE": "0.5"},
+        proxy=proxy,
+        database_url=database_url,
+        cpu_limit=limits.get("payment"),
+        nginx_cpu_limit=limits.get("proxy") if proxy else None,
+        tree=tree,
+    )

@@ -55,7 +55,7 @@ class CpuLimit:
             self.remove()
             raise PermissionError(
                 f"cannot set a CPU limit under {parent} ({error}): --pod-limits needs a writable "
-                "cgroup file system (root, or a delegated cgroup); --pod-cpus pins CPUs instead"
+                "cgroup file system (root, or a delegated cgroup)"
             ) from error
         return self
 

@@ -101,17 +101,13 @@ class Server:
     # PostgreSQL: the server's own database, created at the first start when the run's
     # backend is PostgreSQL (or given); None: SQLite at `database`.
     database_url: str | None = None
-    # CPUs gunicorn (master and workers) and nginx may run on; None: any. The benchmark's
-    # --pod-cpus gives each its own, as the pod's per-container CPU limits do.
-    cpus: frozenset[int] | None = None
-    nginx_cpus: frozenset[int] | None = None
     # CPU limits (CFS quotas, in CPUs) on gunicorn and nginx, as the kubelet enforces the
     # containers' limits.cpu; None: unlimited. The benchmark's --pod-limits.
     cpu_limit: float | None = None
     nginx_cpu_limit: float | None = None
     limits: dict[str, CpuLimit] = field(default_factory=dict)
     # The checkout whose entrypoint and code run: this one, or another commit's (the
-    # benchmark's --before), with this checkout's Python environment.
+    # benchmark's --compare), with this checkout's Python environment.
     tree: pathlib.Path = REPO
 
     @property
@@ -154,8 +150,8 @@ class Server:
             if cpus is not None and name not in self.limits:
                 self.limits[name] = CpuLimit(cpus).create()
         if self.proxy and self.nginx is None:
-            self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port, cpus=self.nginx_cpus,
-                                     limit=self.limits.get("nginx"))
+            self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port,
+                                     limit=self.limits.get("nginx"), conf=self.tree / NGINX_CONF.relative_to(REPO))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [str(self.tree / ENTRYPOINT), *self.command],
@@ -164,7 +160,7 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() reaches master and workers
-            preexec_fn=_confined(self.cpus, self.limits.get("gunicorn")),
+            preexec_fn=self.limits["gunicorn"].join if "gunicorn" in self.limits else None,
         )
         log.close()
         if wait:
@@ -322,41 +318,27 @@ def nginx_executable() -> str:
     return found
 
 
-def nginx_config(data_dir: pathlib.Path, *, listen: int, upstream: int) -> str:
+def nginx_config(data_dir: pathlib.Path, *, listen: int, upstream: int, conf: pathlib.Path = NGINX_CONF) -> str:
     """The pod's nginx.conf with loopback ports and its /tmp paths moved under data_dir."""
-    text = NGINX_CONF.read_text()
+    text = conf.read_text()
     for old, new in (("listen 8000;", f"listen 127.0.0.1:{listen};"),
                      ("server 127.0.0.1:8001;", f"server 127.0.0.1:{upstream};"),
                      (" /tmp/", f" {data_dir}/")):
         if old not in text:
-            raise ValueError(f"{NGINX_CONF} no longer holds {old!r}: update harness/server.py")
+            raise ValueError(f"{conf} no longer holds {old!r}: update harness/server.py")
         text = text.replace(old, new)
     return text
 
 
-def _confined(cpus: frozenset[int] | None, limit: CpuLimit | None):
-    """A preexec_fn restricting the child (and what it forks) to `cpus` and `limit`, or None."""
-    if cpus is None and limit is None:
-        return None
-
-    def confine() -> None:
-        if cpus is not None:
-            os.sched_setaffinity(0, cpus)
-        if limit is not None:
-            limit.join()
-
-    return confine
-
-
 def start_nginx(data_dir: pathlib.Path, *, listen: int, upstream: int, timeout: float = 10.0,
-                cpus: frozenset[int] | None = None, limit: CpuLimit | None = None) -> subprocess.Popen:
+                limit: CpuLimit | None = None, conf: pathlib.Path = NGINX_CONF) -> subprocess.Popen:
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "nginx.conf"
-    config.write_text(nginx_config(data_dir, listen=listen, upstream=upstream))
+    config.write_text(nginx_config(data_dir, listen=listen, upstream=upstream, conf=conf))
     log = (data_dir / "nginx.log").open("ab")
     process = subprocess.Popen(
         [nginx_executable(), "-g", "daemon off;", "-p", str(data_dir), "-e", "stderr", "-c", str(config)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_confined(cpus, limit),
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit.join if limit else None,
     )
     log.close()
     deadline = time.monotonic() + timeout

@@ -1,14 +1,13 @@
-"""The benchmark's own logic: reading wrk's report, the stored-rows check, the baseline app.
+"""The benchmark's own logic: reading wrk's report, the stored-rows check, the deployed
+configuration read from the manifests, CPU limits, and a short run of each mode.
 
 No timing assertions: the targets live in the printed figures (make bench), not in tests.
 """
 
 import dataclasses
-import json
 import os
 import pathlib
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,9 +15,16 @@ import time
 import pytest
 
 from benchmarks import wrk
-from benchmarks.report import ratio, render
-from benchmarks.run import Config, Load, Plan
-from benchmarks.servers import BASELINE_COMMAND, BenchServer, children, container_cpu_limits, cpu_seconds, memory
+from benchmarks.run import Config, Load, Plan, render
+from benchmarks.servers import (
+    BenchServer,
+    children,
+    container_cpu_limits,
+    cpu_seconds,
+    deployed_concurrency,
+    memory,
+    proxied,
+)
 from harness.cpu_limit import CpuLimit, parse_cpu
 from harness.server import ANTAEUS_BODY, REPO
 
@@ -63,32 +69,35 @@ def test_report_renders_with_no_configurations():
     assert "Charge path benchmark" in render(Plan(), [], "test machine")
 
 
-def _config(app: str, workers: int, threads: int, rate: float) -> Config:
-    result = dataclasses.replace(wrk.parse(SAMPLE, connections=32), duration_s=1.0, ok=int(rate))
-    return Config(app=app, workers=workers, threads=threads, loads=[Load(result, rows=int(rate))])
+def _config(proxy: bool, p99_ms: float) -> Config:
+    result = dataclasses.replace(wrk.parse(SAMPLE, connections=32), p99_ms=p99_ms)
+    return Config(database="sqlite", proxy=proxy, workers=2, threads=1, ready_fresh_s=0.8,
+                  loads=[Load(result, rows=result.ok)])
 
 
-def test_the_ratio_divides_by_the_baseline_with_the_same_workers_and_threads():
-    configs = [
-        _config("baseline", 2, 1, 2000), _config("baseline", 2, 4, 1000), _config("baseline", 1, 1, 4000),
-        _config("service", 2, 1, 1000), _config("service", 2, 4, 800), _config("service-nginx", 2, 1, 900),
-    ]
-    assert ratio(configs, configs[3], 32) == 0.5
-    assert ratio(configs, configs[4], 32) == 0.8
-    assert ratio(configs, configs[0], 32) is None  # the baseline has no ratio
-    assert ratio(configs, configs[3], 8) is None  # no run at 8 connections
-    report = render(Plan(), configs, "test machine")
-    assert ratio(configs, configs[5], 32) == 0.45  # the deployed configuration, behind nginx
-    assert "- service 2x1: ratio at 32 connections 0.50 (target >= 0.6) MISSED" in report
-    assert "- service 2x4: ratio at 32 connections 0.80 (target >= 0.6) met" in report
-    assert "- service-nginx 2x1: ratio at 32 connections 0.45 (target >= 0.6) MISSED" in report
+def test_targets_are_judged_on_the_pod_at_32_connections():
+    report = render(Plan(), [_config(True, 51.0), _config(False, 10.0)], "test machine")
+    assert "- pod, sqlite 2x1: p99 at 32 connections 51.00 ms (< 50 ms) MISSED" in report
+    assert "ready 0.80 s (< 2 s) met" in report
+    assert "- gunicorn alone" not in report  # the figures show it; the targets are the pod's
+    quick = dataclasses.replace(_config(True, 99.0), loads=[Load(wrk.parse(SAMPLE, connections=8), rows=990)])
+    assert "p99" not in render(Plan(), [quick], "test machine").split("Targets")[1]
+
+
+def test_the_default_plan_is_the_deployed_configuration():
+    """Workers and threads as base/payment's ConfigMap sets them, the pod on both databases."""
+    assert (Plan().workers, Plan().threads) == tuple((n,) for n in deployed_concurrency())
+    assert Plan().databases == ("sqlite", "postgresql") and not Plan().direct
+    assert proxied()  # this checkout's pod runs nginx in front of gunicorn
 
 
 def test_children_and_memory_of_a_real_process():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # Read once the child has started: while it is still loading, its memory grows between
+    # the two /proc reads and PSS can come out above RSS.
+    child = subprocess.Popen([sys.executable, "-c", "import time; print(flush=True); time.sleep(30)"],
+                             stdout=subprocess.PIPE)
     try:
-        import os
-
+        child.stdout.readline()
         assert child.pid in children(os.getpid())
         mem = memory(child.pid)
         assert 0 < mem.pss_mib <= mem.rss_mib
@@ -97,82 +106,44 @@ def test_children_and_memory_of_a_real_process():
         child.wait()
 
 
-@pytest.fixture
-def migrated_database(tmp_path):
-    """The service's own migration creates the table the baseline writes to."""
-    database = tmp_path / "payment.sqlite3"
-    env = {"DATABASE_PATH": str(database), "DJANGO_SECRET_KEY": "test", "PATH": str(pathlib.Path(sys.executable).parent)}
-    done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return database
-
-
-def _call(application, body: bytes, path="/api/v1/charges"):
-    import io
-
-    answer = {}
-    environ = {"PATH_INFO": path, "REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)),
-               "wsgi.input": io.BytesIO(body)}
-    chunks = application(environ, lambda status, headers: answer.update(status=status))
-    return answer["status"], json.loads(b"".join(chunks))
-
-
-def test_baseline_stores_the_row_the_service_would(migrated_database, monkeypatch):
-    monkeypatch.setenv("DATABASE_PATH", str(migrated_database))
-    sys.modules.pop("benchmarks.baseline", None)
-    from benchmarks import baseline
-
-    status, body = _call(baseline.application, ANTAEUS_BODY)
-    assert status.startswith("201") and isinstance(body["result"], bool)
-    with sqlite3.connect(migrated_database) as db:
-        row = db.execute("SELECT customer_id, amount, currency, succeeded, length(request_fingerprint)"
-                         " FROM payment_app_chargeattempt WHERE id = ?", (body["id"],)).fetchone()
-        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-    assert row == (1, 301.99, "", int(body["result"]), 64)
-    assert mode == "wal"
-    status, body = _call(baseline.application, b'{"customer_id":1,"value":"1"}')
-    assert status.startswith("400") and body["result"] is False
-
-
 @pytest.mark.server
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench installs it)")
-def test_a_short_wrk_run_against_the_baseline_stores_a_row_per_answer(tmp_path):
+def test_a_short_run_of_the_pod_stores_a_row_per_answer():
     from benchmarks.run import measure
 
-    config = measure("baseline", 1, 1, Plan(workers=(1,), threads=(1,), connections=(2,), duration_s=1,
-                                            sequential=20), log=lambda line: None)
+    config = measure("sqlite", True, 1, 1, Plan(connections=(2,), duration_s=1, sequential=20), log=lambda line: None)
     assert config.ready_fresh_s > 0 and config.ready_restart_s > 0
     assert config.sequential.errors == 0 and config.sequential.rows == 20
     (load,) = config.loads
     assert load.result.ok > 0 and load.result.errors == 0
     assert load.rows_ok
+    assert load.app_cpu_us > 0 and load.proxy_cpu_us > 0  # nginx's CPU is counted apart
     assert config.memory and all(m.rss_mib > 0 for m in config.memory)
-    assert BASELINE_COMMAND[-1] == "benchmarks.baseline:application"
 
 
-def test_pod_cpus_needs_an_application_cpu_and_another():
+def test_compare_refuses_a_tree_that_is_not_a_checkout(tmp_path):
     from benchmarks.__main__ import main
 
     with pytest.raises(SystemExit) as exited:
-        main(["--pod-cpus", "0"])
+        main(["--compare", str(tmp_path)])
     assert exited.value.code == 2
 
 
 @pytest.mark.server
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two CPUs")
-def test_pinned_server_runs_gunicorn_and_nginx_on_their_own_cpus(tmp_path):
-    """--pod-cpus: gunicorn's master and every worker on one CPU, nginx on the other."""
-    app_cpu, proxy_cpu = sorted(os.sched_getaffinity(0))[:2]
-    server = BenchServer(tmp_path, proxy=True, cpus=frozenset({app_cpu}), nginx_cpus=frozenset({proxy_cpu})).start()
-    try:
-        gunicorn, nginx = server.gunicorn_pids(), server.nginx_pids()
-        assert len(gunicorn) == 3 and len(nginx) >= 2
-        assert {pid: os.sched_getaffinity(pid) for pid in gunicorn} == {pid: {app_cpu} for pid in gunicorn}
-        assert {pid: os.sched_getaffinity(pid) for pid in nginx} == {pid: {proxy_cpu} for pid in nginx}
-        assert server.charge().status == 201
-    finally:
-        server.close()
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench installs it)")
+def test_compare_loads_every_server_in_turn_and_reports_each(capsys):
+    """Two short cycles, this checkout given as the other tree: three servers up at once,
+    each loaded, each row in the table, no errors and no charge lost."""
+    from benchmarks.__main__ import main
+
+    assert main(["--compare", str(REPO), "--direct", "--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(f"| {REPO.name}:") or line.startswith("| this tree")]
+    assert len(rows) == 3
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert float(cells[1]) > 0 and cells[5] == "0"
+    assert rows[0].split("|")[3].strip() == "1.00"
 
 
 @pytest.mark.parametrize("quantity, cpus", [("1", 1.0), ("500m", 0.5), ("1.5", 1.5), (2, 2.0), ("250m", 0.25)])
@@ -181,7 +152,8 @@ def test_cpu_quantities_read_as_kubernetes_writes_them(quantity, cpus):
 
 
 def test_container_cpu_limits_come_from_the_deployment(tmp_path):
-    manifest = tmp_path / "deployment.yaml"
+    manifest = tmp_path / "base" / "payment" / "deployment.yaml"
+    manifest.parent.mkdir(parents=True)
     manifest.write_text("""\
 apiVersion: apps/v1
 kind: Deployment
@@ -195,7 +167,8 @@ spec:
           resources: {limits: {cpu: 300m}}
         - name: unlimited
 """)
-    assert container_cpu_limits(manifest) == {"app": 2.0, "sidecar": 0.3}
+    assert container_cpu_limits(tmp_path) == {"app": 2.0, "sidecar": 0.3}
+    assert not proxied(tmp_path)  # no `proxy` container: gunicorn alone
     # The real one names the two containers --pod-limits confines.
     assert {"payment", "proxy"} <= set(container_cpu_limits())
 
@@ -259,36 +232,3 @@ def test_cpu_seconds_counts_the_processes_cpu_and_skips_gone_ones():
         pass
     assert cpu_seconds([os.getpid()]) - before >= 0.1
     assert cpu_seconds([2**22 + 1]) == 0  # above the kernel's pid limit: no such process
-
-
-@pytest.mark.parametrize("module", ["benchmarks.instructions", "benchmarks.worker_instructions"])
-def test_instruction_counts_need_valgrind_and_say_so(module, monkeypatch):
-    import importlib
-
-    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None)
-    with pytest.raises(SystemExit, match="valgrind is not installed"):
-        importlib.import_module(module).main([])
-
-
-@pytest.mark.server
-def test_interleaved_comparison_loads_every_server_in_turn_and_reports_each(capsys):
-    """One short cycle, this checkout given as the other tree: three servers up at once,
-    each loaded, each row in the table, no errors and no charge lost."""
-    from benchmarks.interleaved import main as interleaved
-
-    assert interleaved(["--before", str(REPO), "--cycles", "2", "--slice", "1", "--connections", "4"]) == 0
-    out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith(f"| {REPO.name}:") or line.startswith("| this tree")]
-    assert len(rows) == 3
-    for row in rows:
-        cells = [cell.strip() for cell in row.strip("|").split("|")]
-        assert float(cells[1]) > 0 and cells[5] == "0"
-    assert rows[0].split("|")[3].strip() == "1.00"
-
-
-def test_interleaved_refuses_a_tree_that_is_not_a_checkout(tmp_path):
-    from benchmarks.interleaved import main as interleaved
-
-    with pytest.raises(SystemExit) as exited:
-        interleaved(["--before", str(tmp_path)])
-    assert exited.value.code == 2
