@@ -91,9 +91,11 @@ class Server:
     port: int = field(default_factory=free_port)
     # What the entrypoint execs after migrating; empty is its default (gunicorn serving the service).
     command: tuple[str, ...] = ()
-    # As the pod runs it: nginx (base/payment/nginx.conf) on `port`, gunicorn behind it on `app_port`.
+    # As the pod runs it: nginx (base/payment/nginx.conf) on `port`, gunicorn behind it on
+    # `app_port`, and nginx's loopback listener for the admin and the API docs on `admin_port`.
     proxy: bool = False
     app_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     nginx: subprocess.Popen | None = None
@@ -154,8 +156,8 @@ class Server:
             if cpus is not None and name not in self.limits:
                 self.limits[name] = CpuLimit(cpus).create()
         if self.proxy and self.nginx is None:
-            self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port, cpus=self.nginx_cpus,
-                                     limit=self.limits.get("nginx"))
+            self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port, admin=self.admin_port,
+                                     cpus=self.nginx_cpus, limit=self.limits.get("nginx"))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [str(self.tree / ENTRYPOINT), *self.command],
@@ -322,16 +324,23 @@ def nginx_executable() -> str:
     return found
 
 
-def nginx_config(data_dir: pathlib.Path, *, listen: int, upstream: int) -> str:
-    """The pod's nginx.conf with loopback ports and its /tmp paths moved under data_dir."""
+def nginx_config(data_dir: pathlib.Path, *, listen: int, upstream: int, admin: int | None = None) -> str:
+    """The pod's nginx.conf with loopback ports and its /tmp paths moved under data_dir
+    (pod_path() maps a path the manifests name the same way)."""
     text = NGINX_CONF.read_text()
     for old, new in (("listen 8000;", f"listen 127.0.0.1:{listen};"),
+                     ("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{admin or free_port()};"),
                      ("server 127.0.0.1:8001;", f"server 127.0.0.1:{upstream};"),
                      (" /tmp/", f" {data_dir}/")):
         if old not in text:
             raise ValueError(f"{NGINX_CONF} no longer holds {old!r}: update harness/server.py")
         text = text.replace(old, new)
     return text
+
+
+def pod_path(data_dir: pathlib.Path, text: str) -> str:
+    """A command or path from the proxy container (its /tmp) as the local nginx sees it."""
+    return text.replace("/tmp/", f"{data_dir}/")
 
 
 def _confined(cpus: frozenset[int] | None, limit: CpuLimit | None):
@@ -348,11 +357,12 @@ def _confined(cpus: frozenset[int] | None, limit: CpuLimit | None):
     return confine
 
 
-def start_nginx(data_dir: pathlib.Path, *, listen: int, upstream: int, timeout: float = 10.0,
-                cpus: frozenset[int] | None = None, limit: CpuLimit | None = None) -> subprocess.Popen:
+def start_nginx(data_dir: pathlib.Path, *, listen: int, upstream: int, admin: int | None = None,
+                timeout: float = 10.0, cpus: frozenset[int] | None = None,
+                limit: CpuLimit | None = None) -> subprocess.Popen:
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "nginx.conf"
-    config.write_text(nginx_config(data_dir, listen=listen, upstream=upstream))
+    config.write_text(nginx_config(data_dir, listen=listen, upstream=upstream, admin=admin))
     log = (data_dir / "nginx.log").open("ab")
     process = subprocess.Popen(
         [nginx_executable(), "-g", "daemon off;", "-p", str(data_dir), "-e", "stderr", "-c", str(config)],
