@@ -335,6 +335,11 @@ def nginx_config(data_dir: pathlib.Path, *, listen: int, upstream: int, admin: i
         if old not in text:
             raise ValueError(f"{NGINX_CONF} no longer holds {old!r}: update harness/server.py")
         text = text.replace(old, new)
+    if os.geteuid() == 0:
+        # Run as root, nginx would switch its workers to `nobody`, who cannot read the
+        # test's private directories (the drain file); in the pod nginx runs as one
+        # non-root user throughout.
+        text = "user root;\n" + text
     return text
 
 
