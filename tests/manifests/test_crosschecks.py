@@ -199,14 +199,8 @@ def pre_stop_seconds(container: dict) -> int:
     return int(seconds)
 
 
-def nginx_conf(objects: list[dict], deployment: dict) -> str:
-    namespace = deployment["metadata"]["namespace"]
-    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "nginx-config"]
-    return find(objects, "ConfigMap", volume["configMap"]["name"], namespace)["data"]["nginx.conf"]
-
-
 def nginx_shutdown_timeout(objects: list[dict], deployment: dict) -> int:
-    (seconds,) = re.findall(r"^worker_shutdown_timeout (\d+)s;", nginx_conf(objects, deployment), re.M)
+    (seconds,) = re.findall(r"^worker_shutdown_timeout (\d+)s;", nginx_text(objects, deployment), re.M)
     return int(seconds)
 
 
@@ -215,7 +209,7 @@ def test_the_proxys_drain_file_is_the_one_nginx_checks(objects):
     the container's writable /tmp (the root filesystem is read-only)."""
     deployment = find(objects, "Deployment", "payment", "payment")
     (proxy,) = [c for c in containers(deployment) if c["name"] == "proxy"]
-    checked = re.findall(r"if \(-f (\S+)\)", nginx_conf(objects, deployment))
+    checked = re.findall(r"if \(-f (\S+)\)", nginx_text(objects, deployment))
     assert checked == ["/tmp/draining"]
     assert "/tmp" in {m["mountPath"] for m in proxy["volumeMounts"]}
     hook = proxy.get("lifecycle", {}).get("preStop")
