@@ -47,4 +47,10 @@ EXPOSE 8000 9000
 # For `docker run`; Kubernetes ignores it and uses the Deployment's probes instead.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen(u.Request(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz\", headers={'Host': 'localhost', 'Accept': 'application/json'}), timeout=2)"]
+# SIGTERM (also the default): gunicorn stops accepting and lets requests in flight finish
+# within its graceful timeout (GUNICORN_GRACEFUL_TIMEOUT, 20 s). `docker stop` sends SIGKILL
+# after only 10 s unless told otherwise: use `docker stop --time 30` (or `docker run
+# --stop-timeout 30`, Compose's `stop_grace_period: 30s`). Kubernetes uses the pod's
+# terminationGracePeriodSeconds instead (docs/reliability.md, "Stopping a pod").
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/app/scripts/entrypoint"]

@@ -86,7 +86,7 @@ test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(CRD_MODELS)/.installed che
 	PAYMENT_TEST_BACKEND=postgresql $(PY) -m pytest -m "not stress and not postgresql" tests/service
 
 ## stress: the slow reliability runs against the real server (concurrency, crash, shutdown), on SQLite and PostgreSQL
-stress: $(VENV)/.installed check-nginx
+stress: $(VENV)/.installed check-kubectl check-nginx
 	$(PY) -m pytest -m stress -s
 
 ## bench: throughput, latency and CPU per charge of the pod as deployed, on SQLite and PostgreSQL

@@ -4,12 +4,14 @@ Used by the container's entrypoint, `make run` and the tests that start the real
 """
 
 import gc
+import json
 import logging
 import os
 import pathlib
 import tempfile
 
 from gunicorn import glogging
+from gunicorn import util as gunicorn_util
 
 from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER, TRACE_FILTER
 
@@ -67,10 +69,38 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 control_socket_disable = True
 
-# Request-size limits in front of Django (the charge body limit is in the settings).
-limit_request_line = 4094
-limit_request_fields = 50
+# Request-size limits: in the pod nginx decides them, tighter (4 KiB a line, 16 KiB a
+# head: base/payment/nginx.conf), so gunicorn never refuses what nginx passed; these are
+# gunicorn's maximums, the backstop where gunicorn runs alone (make run, docker run).
+# The charge body limit is in the settings.
+limit_request_line = 8190
+limit_request_fields = 32768
 limit_request_field_size = 8190
+
+# X-Forwarded-* count only from nginx (the pod's loopback), which sets them itself from
+# what it knows, and only the one scheme header nginx sets: a client's own copies never
+# reach Django, and no pair of scheme headers can contradict each other.
+forwarded_allow_ips = "127.0.0.1"
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+
+
+def _json_write_error(sock, status_int, reason, mesg):
+    """gunicorn's own refusals (a request it cannot parse: a control character in a
+    header, say) in the service's error shape, not gunicorn's HTML page: Antaeus aborts
+    its pay run on any answer that is not a JSON object with `result`."""
+    body = json.dumps({
+        "result": False,
+        "error": "bad_request" if status_int == 400 else reason.lower().replace(" ", "_"),
+        "reason": f"The request is not valid HTTP: {mesg}"[:300],
+    }).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn has no setting for its error page; its workers call util.write_error for every
+# refusal (tests/reliability/test_proxy.py checks the answers).
+gunicorn_util.write_error = _json_write_error
 
 # Logs: gunicorn's own lines as JSON on stdout, like the application's. The service logs
 # one line per charge attempt itself; GUNICORN_ACCESS_LOG=true adds an access log line

@@ -91,9 +91,11 @@ class Server:
     port: int = field(default_factory=free_port)
     # What the entrypoint execs after migrating; empty is its default (gunicorn serving the service).
     command: tuple[str, ...] = ()
-    # As the pod runs it: nginx (base/payment/nginx.conf) on `port`, gunicorn behind it on `app_port`.
+    # As the pod runs it: nginx (base/payment/nginx.conf) on `port`, gunicorn behind it on
+    # `app_port`, and nginx's loopback listener for the admin and the API docs on `admin_port`.
     proxy: bool = False
     app_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     nginx: subprocess.Popen | None = None
@@ -150,7 +152,7 @@ class Server:
             if cpus is not None and name not in self.limits:
                 self.limits[name] = CpuLimit(cpus).create()
         if self.proxy and self.nginx is None:
-            self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port,
+            self.nginx = start_nginx(self.data_dir, listen=self.port, upstream=self.app_port, admin=self.admin_port,
                                      limit=self.limits.get("nginx"), conf=self.tree / NGINX_CONF.relative_to(REPO))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -318,23 +320,37 @@ def nginx_executable() -> str:
     return found
 
 
-def nginx_config(data_dir: pathlib.Path, *, listen: int, upstream: int, conf: pathlib.Path = NGINX_CONF) -> str:
-    """The pod's nginx.conf with loopback ports and its /tmp paths moved under data_dir."""
+def nginx_config(data_dir: pathlib.Path, *, listen: int, upstream: int, admin: int | None = None,
+                 conf: pathlib.Path = NGINX_CONF) -> str:
+    """The pod's nginx.conf with loopback ports and its /tmp paths moved under data_dir
+    (pod_path() maps a path the manifests name the same way)."""
     text = conf.read_text()
     for old, new in (("listen 8000;", f"listen 127.0.0.1:{listen};"),
+                     ("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{admin or free_port()};"),
                      ("server 127.0.0.1:8001;", f"server 127.0.0.1:{upstream};"),
                      (" /tmp/", f" {data_dir}/")):
         if old not in text:
             raise ValueError(f"{conf} no longer holds {old!r}: update harness/server.py")
         text = text.replace(old, new)
+    if os.geteuid() == 0:
+        # Run as root, nginx would switch its workers to `nobody`, who cannot read the
+        # test's private directories (the drain file); in the pod nginx runs as one
+        # non-root user throughout.
+        text = "user root;\n" + text
     return text
 
 
-def start_nginx(data_dir: pathlib.Path, *, listen: int, upstream: int, timeout: float = 10.0,
-                limit: CpuLimit | None = None, conf: pathlib.Path = NGINX_CONF) -> subprocess.Popen:
+def pod_path(data_dir: pathlib.Path, text: str) -> str:
+    """A command or path from the proxy container (its /tmp) as the local nginx sees it."""
+    return text.replace("/tmp/", f"{data_dir}/")
+
+
+def start_nginx(data_dir: pathlib.Path, *, listen: int, upstream: int, admin: int | None = None,
+                timeout: float = 10.0, limit: CpuLimit | None = None,
+                conf: pathlib.Path = NGINX_CONF) -> subprocess.Popen:
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "nginx.conf"
-    config.write_text(nginx_config(data_dir, listen=listen, upstream=upstream, conf=conf))
+    config.write_text(nginx_config(data_dir, listen=listen, upstream=upstream, admin=admin, conf=conf))
     log = (data_dir / "nginx.log").open("ab")
     process = subprocess.Popen(
         [nginx_executable(), "-g", "daemon off;", "-p", str(data_dir), "-e", "stderr", "-c", str(config)],

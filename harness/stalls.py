@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import pathlib
 import socket
 import tempfile
@@ -42,6 +43,9 @@ class Stallers:
     port: int
     kinds: dict[str, int]
     tick_s: float = 0.5
+    # The stuck client's address (any 127.0.0.0/8 address is local): apart from the valid
+    # charges' 127.0.0.1, as in the pod, where nginx bounds requests per client address.
+    source: str = "127.0.0.2"
     sockets: list[socket.socket] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -51,7 +55,7 @@ class Stallers:
         for kind, count in self.kinds.items():
             first, trickle = KINDS[kind]
             for _ in range(count):
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5, source_address=(self.source, 0))
                 if first:
                     sock.sendall(first)
                 self.sockets.append(sock)
@@ -74,6 +78,86 @@ class Stallers:
         if self._thread is not None:
             self._thread.join()
         for sock in self.sockets:
+            sock.close()
+
+
+@dataclass
+class SlowBodies:
+    """`count` connections from the `sources` addresses (in turn), each sending a charge's
+    headers (Content-Length 1000) and then its body a byte every `tick_s`: under nginx's
+    body timeout, so only a bound on connections can stop them. Each ends up held (no
+    answer yet), refused (an answer, whose status and error are kept) or reset."""
+
+    port: int
+    count: int
+    sources: tuple[str, ...] = ("127.0.0.2",)
+    tick_s: float = 2.0
+    held: dict[socket.socket, float] = field(default_factory=dict)
+    refused: list[tuple[int, dict | None]] = field(default_factory=list)
+    reset: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    HEAD = antaeus_request(b"").replace(b"Content-Length: 0", b"Content-Length: 1000")
+
+    def __enter__(self) -> "SlowBodies":
+        for n in range(self.count):
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5,
+                                            source_address=(self.sources[n % len(self.sources)], 0))
+            sock.sendall(self.HEAD + b"{")
+            sock.setblocking(False)
+            with self._lock:
+                self.held[sock] = time.monotonic()
+        self._thread = threading.Thread(target=self._tend, daemon=True)
+        self._thread.start()
+        return self
+
+    def _tend(self) -> None:
+        while not self._stop.wait(0.2):
+            with self._lock:
+                for sock, last in list(self.held.items()):
+                    try:
+                        data = sock.recv(65536)
+                    except BlockingIOError:
+                        if time.monotonic() - last >= self.tick_s:
+                            with contextlib.suppress(OSError):
+                                sock.send(b" ")
+                            self.held[sock] = time.monotonic()
+                        continue
+                    except OSError:
+                        data = b""
+                    del self.held[sock]
+                    if data.startswith(b"HTTP/1.1 "):
+                        status = int(data[9:12])
+                        body = data.partition(b"\r\n\r\n")[2]
+                        try:
+                            self.refused.append((status, json.loads(body)))
+                        except ValueError:
+                            self.refused.append((status, None))
+                    else:
+                        self.reset += 1
+                    sock.close()
+
+    def settle(self, quiet_s: float = 1.5, timeout: float = 30.0) -> int:
+        """Wait until no connection has changed state for `quiet_s`; the number held."""
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with self._lock:
+                now = len(self.held)
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                break
+            time.sleep(0.1)
+        return last
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for sock in self.held:
             sock.close()
 
 

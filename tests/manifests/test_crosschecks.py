@@ -170,13 +170,51 @@ def test_termination_grace_outlasts_gunicorns_graceful_timeout(objects, monkeypa
         monkeypatch.setenv(name, value)
     config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    # SIGTERM comes after the preStop hook, and the grace period counts from its start.
-    pre_stop = containers(deployment)[0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
-    assert grace > pre_stop + config["graceful_timeout"] + 5
+    # Each container gets its stop signal after its own preStop hook, and the grace
+    # period counts from the hooks' start: it covers every container's hook and drain.
+    hooks = {c["name"]: pre_stop_seconds(c) for c in containers(deployment)}
+    assert set(hooks) == {"payment", "proxy"}
+    nginx_quit = nginx_shutdown_timeout(objects, deployment)
+    assert grace > hooks["payment"] + config["graceful_timeout"] + 5
+    assert grace > hooks["proxy"] + nginx_quit + 5
+    if hooks["proxy"]:
+        # gunicorn is stopped only after nginx has quit, so no request nginx passes on
+        # meets a gunicorn that no longer accepts.
+        assert hooks["payment"] >= hooks["proxy"] + nginx_quit
     # gunicorn on the pod's loopback only: nothing reaches it but nginx.
     assert config["bind"] == [f"127.0.0.1:{container_env(objects, deployment)['PORT']}"]
     # Its metrics on every address of the pod: Prometheus scrapes them from outside it.
     assert (config["metrics_host"], config["metrics_port"]) == ("0.0.0.0", 9000)
+
+
+def pre_stop_seconds(container: dict) -> int:
+    """How long a container's preStop hook takes: a sleep action, or the `sleep N` its
+    exec command ends with; 0 without a hook."""
+    hook = container.get("lifecycle", {}).get("preStop")
+    if hook is None:
+        return 0
+    if "sleep" in hook:
+        return hook["sleep"]["seconds"]
+    (seconds,) = re.findall(r"\bsleep (\d+)\b", " ".join(hook["exec"]["command"]))
+    return int(seconds)
+
+
+def nginx_shutdown_timeout(objects: list[dict], deployment: dict) -> int:
+    (seconds,) = re.findall(r"^worker_shutdown_timeout (\d+)s;", nginx_text(objects, deployment), re.M)
+    return int(seconds)
+
+
+def test_the_proxys_drain_file_is_the_one_nginx_checks(objects):
+    """The proxy's preStop hook creates the file that turns nginx's drain location on, on
+    the container's writable /tmp (the root filesystem is read-only)."""
+    deployment = find(objects, "Deployment", "payment", "payment")
+    (proxy,) = [c for c in containers(deployment) if c["name"] == "proxy"]
+    checked = re.findall(r"if \(-f (\S+)\)", nginx_text(objects, deployment))
+    assert checked == ["/tmp/draining"]
+    assert "/tmp" in {m["mountPath"] for m in proxy["volumeMounts"]}
+    hook = proxy.get("lifecycle", {}).get("preStop")
+    if hook is not None:
+        assert f"touch {checked[0]}" in " ".join(hook["exec"]["command"])
 
 
 # --- Labels and selectors ---------------------------------------------------------------

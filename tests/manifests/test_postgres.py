@@ -16,6 +16,7 @@ import yaml
 
 from tests.kube import REPO, find, kubectl, render
 from tests.manifests.conftest import ENVIRONMENTS, containers, secret_file
+from tests.manifests.test_crosschecks import pre_stop_seconds
 
 pytestmark = pytest.mark.manifests
 
@@ -101,8 +102,13 @@ def test_production_payment_spreads_and_drains_in_flight_charges():
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
     assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
-    # The Service stops sending before gunicorn stops: preStop first, then SIGTERM.
-    assert containers(find(objects, "Deployment", "payment", "payment"))[0]["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    # Every container outlives the endpoint removal: nginx keeps answering (and draining)
+    # while the Service stops sending, and gunicorn outlives nginx (test_crosschecks.py
+    # checks the order and the grace period).
+    pod_containers = containers(find(objects, "Deployment", "payment", "payment"))
+    assert [c["name"] for c in pod_containers] == ["payment", "proxy"]
+    for container in pod_containers:
+        assert pre_stop_seconds(container) >= 10, container["name"]
 
 
 def test_production_payment_uses_the_operators_secret_and_no_volume():

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from harness import postgres
 from harness.server import Server, antaeus_request, read_reply
@@ -61,6 +62,7 @@ def charge_body(customer_id: int, value: str = "10.5") -> bytes:
 @dataclass
 class Outcome:
     customer_id: int
+    port: int = 0  # where its connection went
     status: int | None = None  # None: no HTTP response at all
     body: dict | None = None
     error: str | None = None  # "no_response" (connection refused/reset before any byte) or "partial: ..."
@@ -79,6 +81,10 @@ class Load:
     base: int = 1_000_000
     timeout: float = 30.0
     stop_on_refused: bool = False
+    # Where each new connection goes (a Service's choice among its endpoints); `port` if None.
+    route: Callable[[], int] | None = None
+    # Seconds each client waits between its charges: a steady stream rather than a flood.
+    pause: float = 0.0
     outcomes: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -127,7 +133,9 @@ class Load:
                 outcome.sent_at = time.monotonic()
                 try:
                     if sock is None:
-                        sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+                        port = self.route() if self.route else self.port
+                        sock = socket.create_connection(("127.0.0.1", port), timeout=self.timeout)
+                    outcome.port = sock.getpeername()[1]
                     sock.sendall(antaeus_request(charge_body(outcome.customer_id)))
                     reply = read_reply(sock)
                     outcome.status, outcome.body = reply.status, json.loads(reply.body)
@@ -149,6 +157,8 @@ class Load:
                     return
                 if outcome.error:
                     time.sleep(0.01)
+                elif self.pause:
+                    time.sleep(self.pause)
         finally:
             if sock is not None:
                 sock.close()

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.reliability.harness import FaultServer, charge_body, concurrently, figures, unique_customer
-from harness.server import ANTAEUS_HOST, antaeus_request, read_reply, send_raw
+from harness.server import ANTAEUS_BODY, ANTAEUS_HOST, antaeus_request, read_reply, send_raw
 from tests.service.test_charge_api import BAD_BODIES
 
 pytestmark = pytest.mark.server
@@ -70,6 +70,49 @@ CASES = [(f"body-{name}", json_body(body), 400, error) for name, body, error, _f
 ] + [
     (f"method-{m.lower()}", request(m, body=charge_body(1) if m in ("PUT", "PATCH") else b""), 405, "method_not_allowed")
     for m in ("GET", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+]
+
+
+def http(line: bytes = b"POST /api/v1/charges HTTP/1.1", extra: bytes = b"", body: bytes = ANTAEUS_BODY) -> bytes:
+    """A charge as raw bytes, with its request line and extra header lines as given."""
+    return (line + b"\r\nHost: localhost\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            + b"Content-Length: %d\r\n" % len(body) + extra + b"\r\n" + body)
+
+
+# Malformed HTTP and size limits, as the pod meets them: refused by nginx (its limits are
+# tighter than gunicorn's), or by gunicorn behind it; either way the service's JSON shape.
+# (id, raw request, status, error code); run through the real nginx by test_proxy.py.
+PROTOCOL_CASES = [
+    ("header-control-character", http(extra=b"X-A: a\x01b\r\n"), 400, "bad_request"),
+    ("header-delete-character", http(extra=b"X-A: a\x7fb\r\n"), 400, "bad_request"),
+    ("header-nul", http(extra=b"X-A: a\x00b\r\n"), 400, "bad_request"),
+    ("header-space-before-colon", http(extra=b"X-A : b\r\n"), 400, "bad_request"),
+    ("header-line-folding", http(extra=b"X-A: b\r\n  c\r\n"), 400, "bad_request"),
+    ("header-over-4k", http(extra=b"X-A: " + b"a" * 4100 + b"\r\n"), 400, "bad_request"),
+    ("headers-over-16k", http(extra=b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(200))), 400,
+     "bad_request"),
+    ("request-line-over-4k", http(b"POST /api/v1/charges?" + b"a" * 4100 + b" HTTP/1.1"), 414, "uri_too_long"),
+    ("transfer-encoding-gzip", http(extra=b"Transfer-Encoding: gzip\r\n"), 501, "not_implemented"),
+    ("length-and-chunked", http(extra=b"Transfer-Encoding: chunked\r\n"), 400, "bad_request"),
+    ("two-lengths", http(extra=b"Content-Length: %d\r\n" % len(ANTAEUS_BODY)), 400, "bad_request"),
+    ("negative-length", http().replace(b"Content-Length: %d" % len(ANTAEUS_BODY), b"Content-Length: -1"), 400,
+     "bad_request"),
+    ("two-hosts", http(extra=b"Host: other\r\n"), 400, "bad_request"),
+    ("http-2-request-line", http(b"POST /api/v1/charges HTTP/2.0"), 505, "http_version_not_supported"),
+    ("http-9-request-line", http(b"POST /api/v1/charges HTTP/9.9"), 505, "http_version_not_supported"),
+    ("lower-case-method", http(b"post /api/v1/charges HTTP/1.1"), 400, "bad_request"),
+    ("garbage-line", b"hello\r\n\r\n", 400, "bad_request"),
+    ("nul-in-path", http(b"POST /api/v1/charges%00 HTTP/1.1"), 400, "bad_request"),
+    ("body-over-16k", http(body=b"{" + b" " * 20_000 + b"}"), 413, "payload_too_large"),
+    ("admin", request("GET", path="/admin/"), 404, "not_found"),
+    ("admin-login-post", request("POST", path="/admin/login/", body=b"username=a&password=b"), 404, "not_found"),
+    ("api-docs", request("GET", path="/api/docs/"), 404, "not_found"),
+    ("api-schema", request("GET", path="/api/schema/"), 404, "not_found"),
+    ("admin-static", request("GET", path="/static/admin/css/base.css"), 404, "not_found"),
+    ("admin-dot-segment", request("GET", path="/api/v1/../../admin/"), 404, "not_found"),
+    ("admin-encoded", request("GET", path="/%61dmin/"), 404, "not_found"),
+    ("drain-location", request("POST", path="/_draining"), 404, "not_found"),
+    ("error-location", request("GET", path="/_proxy_error/500"), 404, "not_found"),
 ]
 
 

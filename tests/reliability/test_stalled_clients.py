@@ -8,6 +8,8 @@ as long as the client likes): docs/reliability.md has the figures.
 from __future__ import annotations
 
 import pathlib
+import re
+import resource
 import socket
 import time
 
@@ -15,7 +17,7 @@ import pytest
 
 from harness import stalls
 from benchmarks.servers import children
-from harness.server import ANTAEUS_HOST, Server, antaeus_request, read_reply, send_raw
+from harness.server import ANTAEUS_HOST, NGINX_CONF, Server, antaeus_request, read_reply, send_raw
 from tests.reliability.test_hostile_input import CASES
 
 pytestmark = pytest.mark.server
@@ -49,12 +51,14 @@ def test_valid_charges_are_answered_quickly_while_stalled_clients_hold_connectio
 
 
 def test_a_stalled_client_is_cut_off_at_the_timeout(proxied):
-    """nginx closes a connection whose headers, or a gap in whose body, outlast 5 s."""
+    """nginx resets a connection whose headers, or a gap in whose body, outlast 5 s
+    (reset_timedout_connection: its memory is freed at once)."""
     for first in (stalls.KINDS["headers-stalled"][0], stalls.KINDS["body-stalled"][0]):
         with socket.create_connection(("127.0.0.1", proxied.port), timeout=20) as sock:
             sock.sendall(first)
             started = time.monotonic()
-            assert sock.recv(4096) == b""  # closed, without an answer (nobody is reading)
+            with pytest.raises(ConnectionResetError):  # without an answer (nobody is reading)
+                sock.recv(4096)
             assert 4.0 < time.monotonic() - started < 10.0
 
 
@@ -133,3 +137,71 @@ def test_hundreds_of_stalled_clients_cost_nginx_memory_not_charges(tmp_path):
         assert worst < 2.0
     finally:
         server.close()
+
+
+def _nginx_limit(name: str) -> int:
+    """The charge port's limit (its server block comes first)."""
+    return int(re.findall(rf"^\s*limit_conn {name} (\d+);", NGINX_CONF.read_text(), re.M)[0])
+
+
+def _raise_open_files(wanted: int) -> None:
+    """Thousands of connections: this process's and nginx's (its child's) descriptor limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+SLOW_BODIES = 2000
+
+
+@pytest.mark.stress
+def test_thousands_of_slow_bodies_cannot_stop_valid_charges(tmp_path):
+    """2,000 connections trickling a charge's body (a byte every 2 s, under the 5 s body
+    timeout) from one client: nginx holds `per_client` of them and refuses the rest at
+    once with a JSON 429; valid charges from another client are answered as usual. Then
+    from 40 clients: nginx holds `total` in all, and what it cannot hold is a JSON 429,
+    never a reset (docs/reliability.md, "Slow bodies")."""
+    per_client, total = _nginx_limit("per_client"), _nginx_limit("total")
+    _raise_open_files(3 * SLOW_BODIES + 1024)
+    server = _proxied(tmp_path).start()
+    try:
+        (nginx_worker,) = children(server.nginx.pid)
+        rss_before = _rss_kib(nginx_worker)
+        with stalls.SlowBodies(server.port, SLOW_BODIES) as one_client:
+            held = one_client.settle()
+            rss_held = _rss_kib(nginx_worker)
+            # Spread over more than the body timeout: the held ones stay held by trickling.
+            charges = []
+            for _ in range(20):
+                charges.append(stalls.timed_charge(server.port))
+                time.sleep(0.4)
+            still_held = len(one_client.held)
+            refused = list(one_client.refused)
+            reset = one_client.reset
+        sources = tuple(f"127.0.0.{n}" for n in range(2, 42))
+        with stalls.SlowBodies(server.port, SLOW_BODIES, sources=sources) as many_clients:
+            held_in_all = many_clients.settle()
+            rss_full = _rss_kib(nginx_worker)
+            charge_when_full = send_raw(server.port, antaeus_request(), timeout=10)
+            reset_in_all = many_clients.reset
+            refused_in_all = list(many_clients.refused)
+        after = [stalls.timed_charge(server.port) for _ in range(5)]
+    finally:
+        server.close()
+    worst = max(latency for latency, _ in charges)
+    print(f"\nslow-bodies: one_client={SLOW_BODIES} held={held} still_held_after_10s={still_held} "
+          f"refused_429={len(refused)} reset={reset} nginx_worker_rss_kib_before={rss_before} "
+          f"nginx_worker_rss_kib_held={rss_held} charges={len(charges)} "
+          f"ok={sum(status == 201 for _, status in charges)} worst_ms={worst * 1000:.1f} | "
+          f"forty_clients={SLOW_BODIES} held={held_in_all} refused_429={len(refused_in_all)} reset={reset_in_all} "
+          f"nginx_worker_rss_kib_held={rss_full} charge_when_full={charge_when_full.status}")
+    assert held == still_held == per_client
+    assert reset == 0 and len(refused) == SLOW_BODIES - per_client
+    assert all(status == 429 and body["result"] is False for status, body in refused), refused[:3]
+    assert [status for _, status in charges] == [201] * len(charges)
+    assert worst < 2.0
+    # Forty clients can fill the total; what does not fit is still an answer, JSON.
+    assert held_in_all == total and reset_in_all == 0
+    assert all(status == 429 and body["result"] is False for status, body in refused_in_all)
+    assert charge_when_full.status == 429 and charge_when_full.json()["result"] is False
+    assert [status for _, status in after] == [201] * 5  # and all is well once they are gone

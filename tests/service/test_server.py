@@ -314,8 +314,9 @@ def test_chunked_body_is_refused_with_a_clear_json_411(server):
         assert db.execute("SELECT COUNT(*) FROM payment_app_chargeattempt").fetchone()[0] == before
 
 
-# What gunicorn refuses before Django sees the request, with its own HTML page: the exact set
-# README.md and docs/reliability.md list ("What gunicorn refuses itself").
+# What gunicorn refuses before Django sees the request, in the service's JSON error shape
+# (gunicorn.conf.py replaces its HTML page): the exact set README.md and
+# docs/reliability.md list ("What gunicorn refuses itself").
 _HEAD = b"Host: localhost\r\nContent-Type: application/json\r\n"
 _LENGTH = b"Content-Length: %d\r\n" % len(ANTAEUS_BODY)
 GUNICORN_REFUSALS = [
@@ -331,19 +332,21 @@ GUNICORN_REFUSALS = [
     ("length-and-chunked", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + _LENGTH
      + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     ("gzip-coding", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + b"Transfer-Encoding: gzip\r\n\r\n", 400),
-    ("long-request-line", b"POST /api/v1/charges?" + b"a" * 4100 + b" HTTP/1.1\r\n" + _HEAD + b"\r\n", 414),
-    ("52-headers", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD
-     + b"".join(b"X-H%d: 1\r\n" % i for i in range(49)) + _LENGTH + b"\r\n" + ANTAEUS_BODY, 431),
+    ("long-request-line", b"POST /api/v1/charges?" + b"a" * 8200 + b" HTTP/1.1\r\n" + _HEAD + b"\r\n", 414),
+    ("32770-headers", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD
+     + b"".join(b"X-H%d: 1\r\n" % i for i in range(32767)) + _LENGTH + b"\r\n" + ANTAEUS_BODY, 431),
     ("large-header", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + b"X-Big: " + b"a" * 8190 + b"\r\n\r\n", 431),
     ("expect", b"POST /api/v1/charges HTTP/1.1\r\n" + _HEAD + b"Expect: 200-ok\r\n" + _LENGTH + b"\r\n", 417),
 ]
 
 
 @pytest.mark.parametrize("raw, status", [c[1:] for c in GUNICORN_REFUSALS], ids=[c[0] for c in GUNICORN_REFUSALS])
-def test_gunicorn_refuses_malformed_http_with_its_own_page_as_documented(server, raw, status):
+def test_gunicorn_refuses_malformed_http_as_json_as_documented(server, raw, status):
     reply = send_raw(server.port, raw)
     assert reply.status == status
-    assert reply.headers["content-type"] == "text/html" and reply.headers["connection"] == "close"
+    assert reply.headers["content-type"] == "application/json" and reply.headers["connection"] == "close"
+    body = reply.json()
+    assert body["result"] is False and body["error"] and body["reason"].startswith("The request is not valid HTTP")
     assert server.charge().status == 201  # the worker still serves
 
 
