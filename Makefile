@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 CHECKOV_VENV := .venv-checkov
 CRD_MODELS := tests/manifests/crd-models
+LOCK_VENV := .venv-lock
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -15,23 +16,28 @@ RUN_ENV = DATABASE_PATH="$${DATABASE_PATH:-$(CURDIR)/var/payment.sqlite3}" \
 	HOST="$${HOST:-127.0.0.1}" \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: run test stress bench check-kubectl check-nginx clean
+.PHONY: run test stress bench lock check-kubectl check-nginx clean
 
-# What serving needs (make run), then the test tools on top (make test, stress, bench).
-$(VENV)/.installed-run: pyproject.toml scripts/requirements.py
+# What serving needs (make run), then the test tools on top (make test, stress, bench):
+# installed from the hash-checked locks in requirements/ (make lock writes them).
+$(VENV)/.installed-run: requirements/run.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) scripts/requirements.py > $(VENV)/requirements-run.txt
-	$(VENV)/bin/pip install --quiet -r $(VENV)/requirements-run.txt
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements/run.txt
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.installed-run
-	$(PY) scripts/requirements.py test > $(VENV)/requirements.txt
-	$(VENV)/bin/pip install --quiet -r $(VENV)/requirements.txt
+$(VENV)/.installed: $(VENV)/.installed-run requirements/test.txt
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements/test.txt
 	touch $@
 
 $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements/checkov.txt
+	$(CHECKOV_VENV)/bin/pip install --quiet --require-hashes -r requirements/checkov.txt
+	touch $@
+
+# uv resolves the locks (make lock only; installing needs just pip), itself from a lock.
+$(LOCK_VENV)/.installed: requirements/uv.txt
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --require-hashes -r requirements/uv.txt
 	touch $@
 
 # The npm models that check the Argo CD, CloudNativePG and External Secrets custom
@@ -74,6 +80,19 @@ test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(CRD_MODELS)/.installed che
 stress: $(VENV)/.installed check-nginx
 	$(PY) -m pytest -m stress -s
 
+## lock: re-resolve the hash-checked locks in requirements/ after a pin changed in pyproject.toml or requirements/*.in
+## UPGRADE="--upgrade-package NAME" also moves one unpinned (transitive) package to its newest release; UPGRADE=--upgrade moves all
+# Existing pins are kept unless pyproject.toml, an .in file or UPGRADE asks otherwise. The
+# test lock comes first and constrains the runtime one, so the image runs the versions
+# the tests ran. Renovate re-runs these same commands (each lock's header holds its own).
+UPGRADE ?=
+LOCK = $(LOCK_VENV)/bin/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 $(UPGRADE)
+lock: $(LOCK_VENV)/.installed
+	$(LOCK) --extra test --output-file requirements/test.txt pyproject.toml
+	$(LOCK) --constraints requirements/test.txt --output-file requirements/run.txt pyproject.toml
+	$(LOCK) --output-file requirements/checkov.txt requirements/checkov.in
+	$(LOCK) --output-file requirements/uv.txt requirements/uv.in
+
 ## bench: throughput, latency, memory and start-up of the charge path (needs wrk: installed if missing)
 ## BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--workers 2 --threads 1 --pod-limits"
 BENCH_ARGS ?=
@@ -83,4 +102,4 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache $(CRD_MODELS)/node_modules $(CRD_MODELS)/.installed
+	rm -rf $(VENV) $(CHECKOV_VENV) $(LOCK_VENV) var .pytest_cache $(CRD_MODELS)/node_modules $(CRD_MODELS)/.installed
