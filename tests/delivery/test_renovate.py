@@ -94,6 +94,24 @@ def test_every_kind_of_pin_is_read_by_a_manager():
     assert not any(p.search("requirements/run.txt") for p in patterns("pip_requirements", settings))
 
 
+def test_the_ci_container_image_is_found_by_the_custom_manager():
+    (manager,) = config()["customManagers"]
+    ci = (REPO / ".github/workflows/ci.yml").read_text()
+    files = [p for p in patterns_of(manager) if p.search(".github/workflows/ci.yml")]
+    assert files
+    (javascript,) = manager["matchStrings"]
+    pattern = javascript.replace("(?<", "(?P<")  # the same named groups in Python's spelling
+    found = [m.groupdict() for m in re.finditer(pattern, ci)]
+    assert found == [{"depName": "python", "currentValue": "3.11.14-bookworm", "currentDigest": None,
+                      "datasource": "docker"}], found
+    pinned = ci.replace("3.11.14-bookworm #", "3.11.14-bookworm@sha256:" + "0" * 64 + " #")
+    assert [m["currentDigest"] for m in re.finditer(pattern, pinned)] == ["sha256:" + "0" * 64]
+
+
+def patterns_of(manager: dict) -> list[re.Pattern]:
+    return [re.compile(p[1:-1]) for p in manager["managerFilePatterns"]]
+
+
 def test_own_image_is_left_to_image_automation_and_production_waits_for_staging():
     rules = config()["packageRules"]
     own = next(r for r in rules if r.get("enabled") is False)
