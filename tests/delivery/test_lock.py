@@ -105,3 +105,22 @@ def test_the_check_notices_a_bumped_pin_and_a_dropped_dependency():
     assert any("still has django from its input" in p for p in disagreements(dropped, PYPROJECT_SOURCE, text))
     unhashed = re.sub(r"\\\n\s+--hash=sha256:\w+", "", text)
     assert any("has no hash" in p for p in disagreements(deps, PYPROJECT_SOURCE, unhashed))
+
+
+def test_every_install_is_from_a_lock_with_hash_checking():
+    """The image, make run, make test and checkov's virtualenv: pip refuses any file whose
+    hash the lock does not list, and any package it does not name."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    installs = [line for text in (dockerfile, makefile) for line in text.splitlines() if "pip install" in line]
+    assert len(installs) == 5, installs
+    for line in installs:
+        assert re.search(r"--require-hashes -r requirements/(run|test|checkov|uv)\.txt$", line.strip()), line
+    assert "requirements/run.txt" in dockerfile and "requirements/test.txt" not in dockerfile
+
+
+def test_the_dockerfile_pulls_no_frontend_image():
+    """A `# syntax=` parser directive makes BuildKit fetch that frontend from Docker Hub
+    before anything else: a builder that reaches only a registry mirror then fails."""
+    first = (REPO / "Dockerfile").read_text().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE), first
