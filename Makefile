@@ -41,8 +41,8 @@ $(LOCK_VENV)/.installed: requirements/uv.txt
 	$(LOCK_VENV)/bin/pip install --quiet --require-hashes -r requirements/uv.txt
 	touch $@
 
-# The npm models that check the Argo CD, CloudNativePG and External Secrets custom
-# resources (the only maintained ones); pinned by the committed package-lock.json.
+# The npm models that check the Argo CD, CloudNativePG, External Secrets and Flux image
+# automation and notification custom resources; pinned by the committed package-lock.json.
 $(CRD_MODELS)/.installed: $(CRD_MODELS)/package.json $(CRD_MODELS)/package-lock.json
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
 	  echo "error: node and npm are not on PATH. The manifest tests check custom resources with" >&2; \
