@@ -8,6 +8,7 @@ Flux models (crd-models), unknown fields included."""
 from __future__ import annotations
 
 import copy
+import pathlib
 import re
 import shutil
 import subprocess
@@ -44,6 +45,27 @@ def test_new_custom_resources_match_the_flux_models():
     results = check(found)
     assert all(r["model"] for r in results), results
     assert [(r["kind"], r["name"], r["errors"]) for r in results if r["errors"]] == []
+
+
+def test_cloudcoil_agrees_where_its_flux_models_reach():
+    """cloudcoil-models-fluxcd 2.5.1.0 (its last release for Python 3.11) models the
+    notification kinds at v1beta3 but not Provider.commitStatusExpr (Flux 2.6), and the
+    image kinds only at v1beta2, which Flux 2.7's CRDs no longer serve: so the npm models
+    check them whole. Where cloudcoil reaches, it agrees; this fails once it knows more."""
+    import pydantic
+    from cloudcoil.models.fluxcd import image
+    from cloudcoil.models.fluxcd.notification.v1beta3 import Alert, Provider
+
+    for path in NOTIFICATIONS.values():
+        found = objects(path)
+        Alert.model_validate(found["Alert"], extra="forbid", strict=True)
+        with pytest.raises(pydantic.ValidationError) as rejected:
+            Provider.model_validate(found["Provider"], extra="forbid", strict=True)
+        assert [e["loc"] for e in rejected.value.errors()] == [("spec", "commitStatusExpr")]
+        without = copy.deepcopy(found["Provider"])
+        del without["spec"]["commitStatusExpr"]
+        Provider.model_validate(without, extra="forbid", strict=True)
+    assert not hasattr(image, "v1") and not (pathlib.Path(image.__file__).parent / "v1.py").exists()
 
 
 def test_the_models_reject_misspelt_and_mistyped_fields():
