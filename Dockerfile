@@ -1,19 +1,27 @@
-# syntax=docker/dockerfile:1
 # The payment service image: gunicorn serving Django, SQLite on the /data volume.
 # Runs as UID 10001 with a read-only root filesystem; writes only to /data and /tmp.
-
+#
+# No `# syntax=` line: BuildKit then uses its built-in Dockerfile frontend instead of
+# pulling one from Docker Hub, so a builder that reaches only a registry mirror (the
+# daemon's or buildkitd's mirror setting) builds it; the legacy builder does too.
+#
 # Base image pinned by version tag in both stages (written out, not through an ARG, so
-# scanners such as checkov can see the pin); bump both together.
+# scanners such as checkov can see the pin); bump both together. Not by digest yet: no
+# digest could be checked against the registry where this was written, and a digest
+# copied unchecked would be worse than none. Renovate (renovate.json) pins the digest in
+# its first pull request, read from the registry, and keeps tag and digest current.
 
 # --- build: install the pinned dependencies into a virtualenv -----------------------------
 FROM python:3.11.14-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml ./
-COPY scripts/requirements.py scripts/
+# The runtime lock (make lock): every package pinned with its hashes; pip refuses any
+# file whose hash is not in it, and any package the lock does not name. Wheels only: an
+# sdist would be built with build tools fetched unchecked (every locked package has
+# wheels for Linux on x86_64 and arm64).
+COPY requirements/run.txt requirements/
 RUN python -m venv /opt/venv \
- && python scripts/requirements.py > requirements.txt \
- && /opt/venv/bin/pip install --require-virtualenv -r requirements.txt
+ && /opt/venv/bin/pip install --require-virtualenv --only-binary=:all: --require-hashes -r requirements/run.txt
 COPY manage.py gunicorn.conf.py ./
 COPY payment_project/ payment_project/
 COPY payment_app/ payment_app/
@@ -25,6 +33,9 @@ FROM python:3.11.14-slim-bookworm
 RUN groupadd --system --gid 10001 payment \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin payment \
  && mkdir -p /data && chown 10001:10001 /data
+# DL3064 flags names like *SECRET_KEY*: this one holds a path, the key itself is made at
+# first start on the volume (or mounted from a Secret), never baked into the image.
+# hadolint ignore=DL3064
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

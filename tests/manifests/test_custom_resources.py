@@ -29,6 +29,12 @@ NPM_VALIDATED = {
     ("postgresql.cnpg.io/v1", "Cluster"),
     ("postgresql.cnpg.io/v1", "ScheduledBackup"),
     ("external-secrets.io/v1", "ExternalSecret"),
+    # Flux image automation and notifications (clusters/<env>/, tests/delivery/test_image_automation.py).
+    ("image.toolkit.fluxcd.io/v1", "ImageRepository"),
+    ("image.toolkit.fluxcd.io/v1", "ImagePolicy"),
+    ("image.toolkit.fluxcd.io/v1", "ImageUpdateAutomation"),
+    ("notification.toolkit.fluxcd.io/v1beta3", "Provider"),
+    ("notification.toolkit.fluxcd.io/v1beta3", "Alert"),
 }
 # Kinds with no model of their own, of which one part is checked: the Barman Cloud plugin's
 # ObjectStore embeds barman-cloud's BarmanObjectStoreConfiguration, which the CloudNativePG

@@ -17,6 +17,10 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const ARGO = "@kubernetes-models/argo-cd/argoproj.io/v1alpha1";
 const CNPG = "@kubernetes-models/cloudnative-pg/postgresql.cnpg.io/v1";
 const ESO = "@kubernetes-models/external-secrets/external-secrets.io";
+// Flux's image automation (v1) and notification (v1beta3) kinds: cloudcoil's Flux models
+// for Python 3.11 stop at Flux 2.5 (image kinds at v1beta2, which Flux 2.7's CRDs no
+// longer serve; no Provider.commitStatusExpr).
+const FLUX = "@kubernetes-models/flux-cd";
 // The plugin's ObjectStore has no model; its spec.configuration is barman-cloud's
 // BarmanObjectStoreConfiguration, which the CloudNativePG package models.
 const BARMAN = "@kubernetes-models/cloudnative-pg/github.com/cloudnative-pg/barman-cloud/pkg/api";
@@ -33,6 +37,11 @@ export const MODELS = {
   "external-secrets.io/v1 SecretStore": [`${ESO}/v1/SecretStore`, "SecretStore", []],
   "external-secrets.io/v1 ClusterSecretStore": [`${ESO}/v1/ClusterSecretStore`, "ClusterSecretStore", []],
   "external-secrets.io/v1 ClusterExternalSecret": [`${ESO}/v1/ClusterExternalSecret`, "ClusterExternalSecret", []],
+  "image.toolkit.fluxcd.io/v1 ImageRepository": [`${FLUX}/image.toolkit.fluxcd.io/v1/ImageRepository`, "ImageRepository", []],
+  "image.toolkit.fluxcd.io/v1 ImagePolicy": [`${FLUX}/image.toolkit.fluxcd.io/v1/ImagePolicy`, "ImagePolicy", []],
+  "image.toolkit.fluxcd.io/v1 ImageUpdateAutomation": [`${FLUX}/image.toolkit.fluxcd.io/v1/ImageUpdateAutomation`, "ImageUpdateAutomation", []],
+  "notification.toolkit.fluxcd.io/v1beta3 Provider": [`${FLUX}/notification.toolkit.fluxcd.io/v1beta3/Provider`, "Provider", []],
+  "notification.toolkit.fluxcd.io/v1beta3 Alert": [`${FLUX}/notification.toolkit.fluxcd.io/v1beta3/Alert`, "Alert", []],
   "barmancloud.cnpg.io/v1 ObjectStore": [`${BARMAN}/BarmanObjectStoreConfiguration`, "BarmanObjectStoreConfiguration", ["spec", "configuration"]],
 };
 
