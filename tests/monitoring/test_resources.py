@@ -170,3 +170,13 @@ def test_kube_prometheus_stack_is_pinned_and_selects_every_monitor():
     assert spec["ruleSelectorNilUsesHelmValues"] is False
     sidecar = release["spec"]["values"]["grafana"]["sidecar"]["dashboards"]
     assert (sidecar["label"], sidecar["labelValue"], sidecar["searchNamespace"]) == ("grafana_dashboard", "1", "ALL")
+
+
+def test_grafana_reads_config_maps_but_no_secret_anywhere():
+    """The grafana chart's own ClusterRole reads every Secret in the cluster whenever a
+    sidecar is on; the release names a ClusterRole of ours that reads ConfigMaps only."""
+    grafana = find(controller(), "HelmRelease", "kube-prometheus-stack", "flux-system")["spec"]["values"]["grafana"]
+    role = find(render("infrastructure/configs"), "ClusterRole", grafana["rbac"]["useExistingClusterRole"])
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]
+    for sidecar in ("dashboards", "datasources"):
+        assert grafana["sidecar"][sidecar]["resource"] == "configmap", sidecar
