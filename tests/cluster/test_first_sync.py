@@ -323,3 +323,13 @@ def test_no_pod_may_run_as_the_reconciler(synced):
     assert result.returncode != 0 and "flux-reconciler" in result.stderr and "denied" in result.stderr, result.stderr
     policy = synced.plane.get("validatingadmissionpolicy", "antaeus-billing-no-pods-as-flux-reconciler")
     assert not policy["status"].get("typeChecking", {}).get("expressionWarnings")
+
+
+def test_the_guide_lists_the_steps_by_hand_the_tier_performs():
+    """docs/deploy.md's first-sync checklist names every Secret this tier has to create
+    by hand, in the namespace it creates it in."""
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    checklist = guide[guide.index("First sync, step by step"):guide.index("## 6. Deploy with Argo CD")]
+    for steps in SECRETS_BY_HAND.values():
+        for namespace, name, _ in steps:
+            assert f"`{name}`" in checklist and f"`{namespace}`" in checklist, (namespace, name)

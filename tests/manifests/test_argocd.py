@@ -32,14 +32,15 @@ def env(request) -> str:
 # The infrastructure Applications of each environment, by Flux's folder for the same layer:
 # the operators everywhere, their custom resources everywhere, the edge's authentication
 # gate in production only (as clusters/<env>/infrastructure.yaml).
+CONTROLLERS = "infrastructure/<env>/controllers"
 INFRASTRUCTURE = {
-    "staging": {"cloudnative-pg": "infrastructure/controllers", "cert-manager": "infrastructure/controllers",
-                "kube-prometheus-stack": "infrastructure/controllers",
-                "ingress-nginx": "infrastructure/controllers", "metrics-server": "infrastructure/controllers",
+    "staging": {"cloudnative-pg": CONTROLLERS, "cert-manager": CONTROLLERS,
+                "kube-prometheus-stack": CONTROLLERS,
+                "ingress-nginx": CONTROLLERS, "metrics-server": CONTROLLERS,
                 "infrastructure-configs": "infrastructure/configs"},
-    "production": {"cloudnative-pg": "infrastructure/controllers", "cert-manager": "infrastructure/controllers",
-                   "kube-prometheus-stack": "infrastructure/controllers",
-                   "ingress-nginx": "infrastructure/controllers", "metrics-server": "infrastructure/controllers",
+    "production": {"cloudnative-pg": CONTROLLERS, "cert-manager": CONTROLLERS,
+                   "kube-prometheus-stack": CONTROLLERS,
+                   "ingress-nginx": CONTROLLERS, "metrics-server": CONTROLLERS,
                    "infrastructure-configs": "infrastructure/configs", "oauth2-proxy": "infrastructure/auth",
                    "oauth2-proxy-namespace": "infrastructure/auth/namespace"},
 }
@@ -110,7 +111,7 @@ def test_chart_applications_install_the_same_pinned_chart_with_the_same_values_a
     objects = render(f"argocd/{env}")
     application = find(objects, "Application", f"{name}-{env}")
     project = find(objects, "AppProject", "antaeus-billing-infrastructure")
-    flux = render(INFRASTRUCTURE[env][name])
+    flux = render(INFRASTRUCTURE[env][name].replace("<env>", env))
     release = find(flux, "HelmRelease", name)
     repository = find(flux, "HelmRepository", release["spec"]["chart"]["spec"]["sourceRef"]["name"])
     source = application["spec"]["source"]
@@ -146,7 +147,7 @@ def test_chart_applications_install_the_same_pinned_chart_with_the_same_values_a
 def test_infrastructure_applications_are_ordered_before_the_services(env, argo):
     """operators -> their custom resources -> (production) the authentication gate -> the
     service Application, by sync wave when argocd/<env> is synced by a parent Application."""
-    operators = [argo[name] for name, folder in INFRASTRUCTURE[env].items() if folder == "infrastructure/controllers"]
+    operators = [argo[name] for name, folder in INFRASTRUCTURE[env].items() if folder == CONTROLLERS]
     configs = argo["infrastructure-configs"]
     chain = [max(wave(o) for o in operators), wave(configs)]
     if env == "production":

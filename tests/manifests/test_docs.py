@@ -39,7 +39,7 @@ def container_env_value(workload: dict, name: str) -> str:
     return value
 
 
-@pytest.mark.parametrize("layer", ["infrastructure/controllers", "infrastructure/auth"])
+@pytest.mark.parametrize("layer", ["infrastructure/production/controllers", "infrastructure/auth"])
 def test_the_guide_installs_the_chart_versions_flux_pins(layer):
     """The kubectl path (section 2) installs every chart Flux installs, at its version."""
     text = DOC.read_text()
@@ -82,6 +82,7 @@ NOT_OURS = {
     "CONN_MAX_AGE": "a key of Django's DATABASES setting",
     "CONN_HEALTH_CHECKS": "a key of Django's DATABASES setting",
     "ANTAEUS_TOKEN": "an example name for scripts/verify-deployment --token-env",
+    "PROTOCOL_CASES": "the hostile-input table of tests/reliability/test_proxy.py",
 }
 OTEL_SDK = re.compile(r"OTEL_[A-Z_]+")  # the OpenTelemetry SDK reads every OTEL_* variable itself
 # Variables the operating system provides, which the harness passes on.
@@ -313,7 +314,8 @@ def test_every_environment_read_names_its_variable():
 
 def _set_outside_the_code() -> str:
     """Manifests, the image, the Makefile and CI: where variables are set for the pods and tools."""
-    folders = ("base", "overlays", "components", "infrastructure", "tenants", "clusters", "argocd", ".ci")
+    # .github: the repository variables and secrets the workflows read (vars.X, secrets.X).
+    folders = ("base", "overlays", "components", "infrastructure", "tenants", "clusters", "argocd", ".ci", ".github")
     files = [REPO / "Dockerfile", REPO / "Makefile"] + [
         f for folder in folders for f in sorted((REPO / folder).rglob("*")) if f.is_file()]
     return "\n".join(f.read_text(errors="replace") for f in files)

@@ -29,7 +29,8 @@ from tests.models import MODELS, validate_strictly
 pytestmark = pytest.mark.manifests
 
 DOC = REPO / "docs" / "deploy.md"
-INFRASTRUCTURE = ("infrastructure/controllers", "infrastructure/configs", "infrastructure/auth")
+INFRASTRUCTURE = ("infrastructure/staging/controllers", "infrastructure/production/controllers",
+                  "infrastructure/configs", "infrastructure/auth")
 COMPONENT = "components/admin-credentials"
 
 # Kinds checked by the npm model packages (test_custom_resources.py) rather than by a

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
+import subprocess
 
 import pydantic
 import pytest
+import yaml
 
 from tests.kube import REPO, find, render
 from tests.models import validate_strictly
@@ -118,7 +121,7 @@ INFRASTRUCTURE_LAYERS = {
 def test_each_environment_deploys_its_layers(env, kustomizations):
     paths = {path_of(ks): key for key, ks in kustomizations.items()}
     assert paths == {
-        "infrastructure/controllers": ("flux-system", "infrastructure"),
+        f"infrastructure/{env}/controllers": ("flux-system", "infrastructure"),
         **{path: ("flux-system", name) for path, name in INFRASTRUCTURE_LAYERS[env].items()},
         f"overlays/{env}/platform": ("flux-system", "platform"),
         f"tenants/{env}": ("flux-system", "tenants"),
@@ -335,3 +338,34 @@ def test_reconciler_may_apply_and_prune_everything_in_its_path(env, part):
                 granted |= set(rule["verbs"])
         missing = APPLY_VERBS - granted
         assert not missing, f"{service}/flux-reconciler lacks {sorted(missing)} on {group}/{resource}"
+
+
+def test_each_environment_pins_its_own_chart_versions_over_one_shared_base(tmp_path):
+    """A chart upgrade is one line in staging's file (tried there first) and a second in
+    production's; a change to the shared releases (values, sources) reaches both."""
+    staging, production = (render(f"infrastructure/{env}/controllers") for env in ("staging", "production"))
+    for rendered in (staging, production):
+        releases = [o for o in rendered if o["kind"] == "HelmRelease"]
+        assert releases and all(re.fullmatch(r"v?\d+\.\d+\.\d+", r["spec"]["chart"]["spec"]["version"]) for r in releases)
+    shared = [o for o in render("infrastructure/controllers") if o["kind"] == "HelmRelease"]
+    assert all("version" not in r["spec"]["chart"]["spec"] for r in shared), "versions live per environment"
+
+    # On a copy of the tree: an upgrade in staging's file changes staging only ...
+    copy_root = tmp_path / "infrastructure"
+    shutil.copytree(REPO / "infrastructure", copy_root)
+
+    def build(env):
+        out = subprocess.run(["kubectl", "kustomize", str(copy_root / env / "controllers")],
+                             capture_output=True, text=True, check=True).stdout
+        return {o["metadata"]["name"]: o for o in yaml.safe_load_all(out) if o and o["kind"] == "HelmRelease"}
+
+    versions = copy_root / "staging" / "controllers" / "chart-versions.yaml"
+    before = build("staging")["metrics-server"]["spec"]["chart"]["spec"]["version"]
+    versions.write_text(versions.read_text().replace(f"version: {before}", "version: 99.0.0")
+                        .replace(f'version: "{before}"', 'version: "99.0.0"'))
+    assert build("staging")["metrics-server"]["spec"]["chart"]["spec"]["version"] == "99.0.0"
+    assert build("production")["metrics-server"]["spec"]["chart"]["spec"]["version"] == before
+    # ... and a change to the shared release reaches both environments.
+    shared_file = copy_root / "controllers" / "metrics-server.yaml"
+    shared_file.write_text(shared_file.read_text().replace("    replicas: 2\n", "    replicas: 3\n"))
+    assert {build(env)["metrics-server"]["spec"]["values"]["replicas"] for env in ("staging", "production")} == {3}

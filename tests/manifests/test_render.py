@@ -33,6 +33,7 @@ def test_the_tree_has_every_expected_kustomization():
     dirs = set(kustomize_dirs())
     expected = {"base/antaeus", "base/payment", "base/payment-database", "argocd/base",
                 "tenants/base", "infrastructure/controllers"}
+    expected |= {f"infrastructure/{env}/controllers" for env in ENVIRONMENTS}
     for env in ENVIRONMENTS:
         expected |= {f"overlays/{env}", f"tenants/{env}", f"argocd/{env}"}
         expected |= {f"overlays/{env}/{part}" for part in ("platform", *parts(env))}

@@ -27,7 +27,7 @@ def production() -> list[dict]:
 
 
 def controller() -> list[dict]:
-    return render("infrastructure/controllers")
+    return render("infrastructure/production/controllers")
 
 
 def test_custom_resources_validate_with_no_unknown_fields(production):
