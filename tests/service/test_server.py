@@ -259,6 +259,7 @@ def test_make_run_serves_through_one_start_up(tmp_path):
     env = {
         **os.environ,
         "PORT": str(port),
+        "METRICS_PORT": str(free_port()),  # never the default 9000, which other software may hold
         "DATABASE_PATH": str(tmp_path / "payment.sqlite3"),
         "DJANGO_SECRET_KEY_FILE": str(tmp_path / "secret_key"),
         "STATIC_ROOT": str(tmp_path / "static"),
@@ -295,6 +296,24 @@ def test_make_run_serves_through_one_start_up(tmp_path):
     assert log.count("Operations to perform") == 1, log  # migrations once
     assert log.count("superuser 'ops' created") == 1, log
     assert f"Listening at: http://127.0.0.1:{port}" in log, log
+
+
+def test_a_taken_metrics_port_stops_the_start_with_one_line_naming_metrics_port(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        srv = Server(tmp_path, metrics_port=taken.getsockname()[1])
+        srv.start(wait=False)
+        try:
+            assert srv.process.wait(60) == 1, srv.log()
+        finally:
+            srv.stop()
+    log = srv.log()
+    assert "Traceback" not in log, log
+    errors = [r for r in srv.log_records() if r.get("level") == "ERROR"]
+    assert len(errors) == 1, log
+    message = errors[0]["message"]
+    assert "METRICS_PORT" in message and str(srv.metrics_port) in message, message
 
 
 def test_chunked_body_is_refused_with_a_clear_json_411(server):
