@@ -9,7 +9,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER, TRACE_FILTER
+from payment_project.logconfig import JSON_FORMATTER, NOT_READINESS_FILTER, STDOUT_HANDLER, TRACE_FILTER
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -255,12 +255,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": JSON_FORMATTER},
-    "filters": {"trace": TRACE_FILTER},
+    "filters": {"trace": TRACE_FILTER, "not_readiness": NOT_READINESS_FILTER},
     "handlers": {"stdout": STDOUT_HANDLER},
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
         # Each refused request is answered as JSON and counted; a 4xx is not an error here.
-        "django.request": {"level": "ERROR"},
+        "django.request": {"level": "ERROR", "filters": ["not_readiness"]},
+        # django-health-check logs each failed check with its traceback on every probe;
+        # payment_app.health logs a change of readiness once instead. ERROR still shows
+        # a check that crashed.
+        "health_check": {"level": "ERROR"},
         "django.security.DisallowedHost": {"level": "WARNING"},
     },
 }
