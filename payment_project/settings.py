@@ -4,6 +4,7 @@ Every variable is documented in README.md ("Configuration"). Defaults are the sa
 production ones: DEBUG off, and no built-in secret key unless DEBUG is on.
 """
 
+import datetime
 from pathlib import Path
 
 import environ
@@ -68,6 +69,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "health_check",
+    "axes",
     "payment_app",
 ]
 
@@ -84,6 +86,9 @@ MIDDLEWARE = [
     "payment_app.middleware.AuthenticationMiddleware",
     "payment_app.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a locked-out admin login into the lockout answer (AXES_LOCKOUT_CALLABLE); last,
+    # as django-axes asks. On the charge API it only reads one request attribute.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "payment_project.urls"
@@ -230,6 +235,34 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# --- Admin login: failures logged, lockout (django-axes) ---------------------------------
+# Every failed admin login is recorded in the database (so all pods share the count) and
+# logged (WARNING "AXES: ... login failure by {username, ip_address, ...}", never the
+# password). After ADMIN_LOGIN_FAILURE_LIMIT failures the login is refused without
+# checking any password until ADMIN_LOGIN_LOCKOUT_MINUTES pass: a password check
+# costs a gunicorn worker about a third of a second of CPU, the time charges would
+# otherwise queue behind, so a flood gets a few checks per lockout period and then only
+# cheap refusals. Refusals during the lockout are not recorded (each would write to the
+# database, and extend the lockout for ever while a flood lasts).
+# Locked by address or by user name, whichever reaches the limit: in the pod every
+# client reaches gunicorn from nginx on loopback, so the address count is the total for
+# the service; the name count holds where clients' own addresses are seen.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=_env_float("ADMIN_LOGIN_LOCKOUT_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "payment_app.errors.login_locked_out"
+# The log names the user name tried (an operator tells a typo from an attack by it); the
+# password field is never logged or stored.
+AXES_SENSITIVE_PARAMETERS = []
+if AXES_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured(f"ADMIN_LOGIN_FAILURE_LIMIT must be at least 1, got {AXES_FAILURE_LIMIT}")
+
 # --- Admin sessions and cookies; `manage.py check --deploy` -----------------------------
 # Operators reach the admin through `kubectl port-forward` on http://localhost, which
 # browsers treat as a secure context (they keep and send Secure cookies there), and
@@ -296,6 +329,9 @@ LOGGING = {
         # payment_app.health logs a change of readiness once instead. ERROR still shows
         # a check that crashed.
         "health_check": {"level": "ERROR"},
+        # django-axes: each counted failure and each lockout at WARNING; its INFO lines
+        # (start-up, "running database handler", clean-ups) are noise.
+        "axes": {"level": "WARNING"},
         "django.security.DisallowedHost": {"level": "WARNING"},
     },
 }
