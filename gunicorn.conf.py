@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pathlib
+import sys
 import tempfile
 
 from gunicorn import glogging
@@ -183,7 +184,14 @@ def when_ready(server):
     ProcessCollector(registry=registry)
     registry.register(WorkerProcessCollector(lambda: _worker_pids(server)))
     global _metrics_server
-    _metrics_server, _thread = start_http_server(metrics_port, addr=metrics_host, registry=registry)
+    try:
+        _metrics_server, _thread = start_http_server(metrics_port, addr=metrics_host, registry=registry)
+    except OSError as exc:
+        # Port 9000 is a common default of other software: one clear line, no traceback.
+        # No worker is forked yet, so exiting here leaves nothing behind.
+        server.log.error("cannot serve metrics on %s:%s (%s): METRICS_PORT is taken; set METRICS_PORT "
+                         "to a free port", metrics_host, metrics_port, exc.strerror)
+        sys.exit(1)
     server.log.info("Metrics listening at: http://%s:%s/metrics", metrics_host, metrics_port)
 
 

@@ -153,3 +153,20 @@ def server_error(request):
     return JsonResponse(
         error_body("server_error", "Internal server error."), status=500
     )
+
+
+def login_locked_out(request, original_response=None, credentials=None):
+    """django-axes' AXES_LOCKOUT_CALLABLE: the admin login refused after too many failures."""
+    from django.conf import settings
+
+    minutes = settings.AXES_COOLOFF_TIME.total_seconds() / 60
+    response = JsonResponse(
+        error_body(
+            "login_locked_out",
+            f"Too many failed admin logins: sign-in is refused for {minutes:g} minutes after the "
+            "last counted failure. Nothing was checked.",
+        ),
+        status=429,
+    )
+    response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
+    return response

@@ -4,12 +4,13 @@ Every variable is documented in README.md ("Configuration"). Defaults are the sa
 production ones: DEBUG off, and no built-in secret key unless DEBUG is on.
 """
 
+import datetime
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from payment_project.logconfig import JSON_FORMATTER, STDOUT_HANDLER, TRACE_FILTER
+from payment_project.logconfig import JSON_FORMATTER, NOT_READINESS_FILTER, STDOUT_HANDLER, TRACE_FILTER
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -68,6 +69,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "health_check",
+    "axes",
     "payment_app",
 ]
 
@@ -84,6 +86,9 @@ MIDDLEWARE = [
     "payment_app.middleware.AuthenticationMiddleware",
     "payment_app.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a locked-out admin login into the lockout answer (AXES_LOCKOUT_CALLABLE); last,
+    # as django-axes asks. On the charge API it only reads one request attribute.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "payment_project.urls"
@@ -105,8 +110,8 @@ TEMPLATES = [
 ]
 
 # --- Database ----------------------------------------------------------------------------
-# DATABASE_URL (PostgreSQL) for deployments with several replicas; without it, SQLite at
-# DATABASE_PATH, the embedded default.
+# DATABASE_URL or DATABASE_URL_FILE (PostgreSQL) for deployments with several replicas;
+# without either, SQLite at DATABASE_PATH, the embedded default.
 #
 # SQLite is tuned for several gunicorn workers writing at once: WAL lets readers run
 # beside the single writer; IMMEDIATE takes the write lock when a transaction starts, so
@@ -165,7 +170,20 @@ def _sqlite() -> dict:
     }
 
 
-DATABASE_URL = env.str("DATABASE_URL", default="")
+def _database_url() -> str:
+    """DATABASE_URL, or the content of the file DATABASE_URL_FILE names (the cluster mounts
+    the database's Secret there, so the password is in no process environment:
+    `ps eww` and /proc/*/environ show the file's path only). django-environ's
+    FileAwareEnv reads the file; the file wins when both are set."""
+    try:
+        return environ.FileAwareEnv().str("DATABASE_URL", default="").strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL_FILE={env.str('DATABASE_URL_FILE')} cannot be read ({exc.strerror})"
+        ) from None
+
+
+DATABASE_URL = _database_url()
 DATABASES = {"default": _postgresql(DATABASE_URL) if DATABASE_URL else _sqlite()}
 del DATABASE_URL  # keep the password out of the settings object (and so out of debug pages)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -217,12 +235,58 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-# Behind a cluster Service there is no TLS terminator we control; these keep cookies and
-# framing safe anyway. Set DJANGO_SECURE_COOKIES=true when the admin is served over HTTPS.
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+# --- Admin login: failures logged, lockout (django-axes) ---------------------------------
+# Every failed admin login is recorded in the database (so all pods share the count) and
+# logged (WARNING "AXES: ... login failure by {username, ip_address, ...}", never the
+# password). After ADMIN_LOGIN_FAILURE_LIMIT failures the login is refused without
+# checking any password until ADMIN_LOGIN_LOCKOUT_MINUTES pass: a password check
+# costs a gunicorn worker 0.29 s of CPU (docs/deploy.md), time charges would otherwise
+# queue behind, so a flood gets a few checks per lockout period and then only
+# cheap refusals. Refusals during the lockout are not recorded (each would write to the
+# database, and extend the lockout for ever while a flood lasts).
+# Locked by address or by user name, whichever reaches the limit: in the pod every
+# client reaches gunicorn from nginx on loopback, so the address count is the total for
+# the service; the name count holds where clients' own addresses are seen.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=_env_float("ADMIN_LOGIN_LOCKOUT_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "payment_app.errors.login_locked_out"
+# The log names the user name tried (an operator tells a typo from an attack by it); the
+# password field is never logged or stored.
+AXES_SENSITIVE_PARAMETERS = []
+if AXES_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured(f"ADMIN_LOGIN_FAILURE_LIMIT must be at least 1, got {AXES_FAILURE_LIMIT}")
+
+# --- Admin sessions and cookies; `manage.py check --deploy` -----------------------------
+# Operators reach the admin through `kubectl port-forward` on http://localhost, which
+# browsers treat as a secure context (they keep and send Secure cookies there), and
+# anywhere else only over HTTPS; so the cookies are Secure unless DJANGO_SECURE_COOKIES=false
+# (a browser that does not treat localhost so). Sessions last an hour, not two weeks.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
 SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # the admin posts the token from its forms, never from script
+SESSION_COOKIE_AGE = env.int("DJANGO_SESSION_COOKIE_AGE", default=3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# The deploy checks that do not apply, each for a reason (docs/deploy.md lists them):
+SILENCED_SYSTEM_CHECKS = [
+    # W003 looks for Django's CsrfViewMiddleware by name; MIDDLEWARE has
+    # payment_app.middleware.CsrfViewMiddleware, a subclass that skips only the
+    # cookie-less charge API. (This also hides W016; CSRF_COOKIE_SECURE is set above.)
+    "security.W003",
+    # W004 (HSTS) and W008 (redirect to HTTPS): the service speaks plain HTTP inside the
+    # cluster. Antaeus calls it by http:// and follows no redirect, and HSTS is ignored on
+    # an HTTP answer; TLS, where there is any, is the job of whatever sits in front.
+    "security.W004",
+    "security.W008",
+]
 
 # --- API --------------------------------------------------------------------------------
 
@@ -255,12 +319,19 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": JSON_FORMATTER},
-    "filters": {"trace": TRACE_FILTER},
+    "filters": {"trace": TRACE_FILTER, "not_readiness": NOT_READINESS_FILTER},
     "handlers": {"stdout": STDOUT_HANDLER},
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
         # Each refused request is answered as JSON and counted; a 4xx is not an error here.
-        "django.request": {"level": "ERROR"},
+        "django.request": {"level": "ERROR", "filters": ["not_readiness"]},
+        # django-health-check logs each failed check with its traceback on every probe;
+        # payment_app.health logs a change of readiness once instead. ERROR still shows
+        # a check that crashed.
+        "health_check": {"level": "ERROR"},
+        # django-axes: each counted failure and each lockout at WARNING; its INFO lines
+        # (start-up, "running database handler", clean-ups) are noise.
+        "axes": {"level": "WARNING"},
         "django.security.DisallowedHost": {"level": "WARNING"},
     },
 }

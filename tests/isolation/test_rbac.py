@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
+from tests.isolation.admission import Admission
 from tests.isolation.rbac import RBAC_KINDS, Authorizer, Request, Subject
-from tests.kube import REPO, render
+from tests.kube import REPO, find, render
 
 
 def _load_can_i():
@@ -40,10 +41,48 @@ def _table_cases():
     return [pytest.param(env, row, id=f"{env}: {row.id}") for env in ENVIRONMENTS for row in rows(env)]
 
 
+@functools.cache
+def admission(env: str) -> Admission:
+    return Admission(render(f"overlays/{env}"))
+
+
+def decide(env: str, row) -> bool:
+    """RBAC's answer; for a row that names its pod (a port-forward), admission's after it."""
+    who = Subject.parse(row.subject)
+    request = Request.parse(row.verb, row.resource, None if row.namespace == "-" else row.namespace, row.name)
+    if not authorizer(env).allowed(who, request):
+        return False
+    return not row.name or admission(env).denial(who, request) is None
+
+
 @pytest.mark.parametrize(("env", "row"), _table_cases())
 def test_rbac_table(env, row):
-    request = Request.parse(row.verb, row.resource, None if row.namespace == "-" else row.namespace)
-    assert authorizer(env).allowed(Subject.parse(row.subject), request) is row.expected
+    assert decide(env, row) is row.expected
+
+
+def test_break_glass_reaches_payment_but_not_its_database_and_the_policy_is_why():
+    """RBAC alone lets the group port-forward to any pod of the namespace; without the
+    admission policy the database's pods would be reachable (so the table's "no" rows
+    come from the policy, and would fail without it)."""
+    objects = render("overlays/production")
+    who = Subject.parse("group:payment-break-glass")
+    cluster = find(objects, "Cluster", "payment-db", "payment")["metadata"]["name"]
+    database_pod = Request.parse("create", "pods/portforward", "payment", f"{cluster}-1")
+    assert Authorizer(objects).allowed(who, database_pod)
+    denial = Admission(objects).denial(who, database_pod)
+    assert denial is not None and "database" in denial.message
+    unguarded = [o for o in objects if not o["kind"].startswith("ValidatingAdmissionPolicy")
+                 or "payment-db" not in o["metadata"]["name"]]
+    assert Admission(unguarded).denial(who, database_pod) is None
+    # The policy names the pods by the Cluster's name, the prefix CloudNativePG gives them.
+    [policy] = [o for o in objects if o["kind"] == "ValidatingAdmissionPolicy" and "payment-db" in o["metadata"]["name"]]
+    assert f"'{cluster}-'" in policy["spec"]["validations"][0]["expression"]
+    # Every pod the payment Deployment or the migration Job can have is admitted.
+    for name in ("payment-7c9d5b6f48-q2x7k", "payment-migrate-8kq2z"):
+        assert Admission(objects).denial(who, Request.parse("create", "pods/portforward", "payment", name)) is None
+    # Staging has no database pods and no such policy.
+    assert not [o for o in render("overlays/staging") if o["kind"] == "ValidatingAdmissionPolicy"
+                and "payment-db" in o["metadata"]["name"]]
 
 
 def test_table_covers_both_answers_for_every_subject_kind():
@@ -192,7 +231,11 @@ def test_can_i_script_lists_every_row_with_its_expected_answer():
     for env in ENVIRONMENTS:
         text = script(env)
         checks = [line for line in text.splitlines() if line.startswith("check ")]
-        assert len(checks) == len(rows(env))
+        forwards = [line for line in text.splitlines() if line.startswith("forward ")]
+        assert len(checks) + len(forwards) == len(rows(env))
+        if env == "production":  # the database's pods are tried for real: admission is no part of can-i
+            assert "forward kubectl port-forward --namespace=payment pod/payment-db-1 :5432 --as=isolation-check " \
+                   "--as-group=payment-break-glass" in text
         assert "check no kubectl auth can-i get secrets --namespace=payment --as=isolation-check " \
                "--as-group=payment-developers" in text
         assert "check yes kubectl auth can-i get pods --subresource=log --namespace=antaeus" in text

@@ -272,9 +272,9 @@ def test_no_secret_objects_or_secret_values_in_git(objects):
 def test_payment_never_runs_two_pods_on_one_sqlite_file(objects):
     deployment = find(objects, "Deployment", "payment", "payment")
     config = container_env(objects, deployment)
-    if "DATABASE_URL" in config:
+    if "DATABASE_URL_FILE" in config:
         # PostgreSQL (components/postgres): no SQLite file at all, test_postgres.py.
-        assert config["DATABASE_URL"].startswith("secret:")
+        assert "DATABASE_URL" not in config
         assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
         return
     assert deployment["spec"]["replicas"] == 1

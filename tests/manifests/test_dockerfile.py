@@ -90,7 +90,7 @@ def test_runtime_user_port_and_data_directory_match_the_manifests(env_objects):
     supplied = {item["name"] for item in container.get("env", [])}
     # Everything the service writes lives on a mounted volume: the root filesystem is
     # read-only. On PostgreSQL with the key from a Secret (production) it writes neither file.
-    if "DATABASE_URL" not in supplied:
+    if "DATABASE_URL_FILE" not in supplied:
         assert os.path.dirname(image_env["DATABASE_PATH"]) in mounts
     if "DJANGO_SECRET_KEY" not in supplied:
         values = {item["name"]: item.get("value") for item in container.get("env", [])}

@@ -251,11 +251,9 @@ def test_admin_credentials_are_optional_files_so_apply_works_with_no_secret(env)
     assert secret["optional"] is True
     assert keys == {"username", "password"}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    # Files, not environment variables: nothing secret in the process environment, except
-    # DATABASE_URL on PostgreSQL, which the service reads from the environment only (the
-    # interface the PostgreSQL support chose; tests/manifests/checkov-skips.yaml).
-    assert [e["name"] for e in container.get("env", []) if "valueFrom" in e] == (
-        ["DATABASE_URL"] if env == "production" else [])
+    # Files, not environment variables: nothing secret in the process environment (the
+    # database URL on PostgreSQL too: DATABASE_URL_FILE, test_postgres.py).
+    assert [e["name"] for e in container.get("env", []) if "valueFrom" in e] == []
     assert not [s for s in container.get("envFrom", []) if "secretRef" in s]
 
 

@@ -111,18 +111,50 @@ def test_production_payment_spreads_and_drains_in_flight_charges():
         assert pre_stop_seconds(container) >= 10, container["name"]
 
 
-def test_production_payment_uses_the_operators_secret_and_no_volume():
+def projected_file(workload: dict, path: str) -> tuple[str, str]:
+    """(Secret name, key) behind the file at `path` of a projected volume of the first container."""
+    pod = workload["spec"]["template"]["spec"]
+    directory, _, filename = path.rpartition("/")
+    [mount] = [m for m in containers(workload)[0]["volumeMounts"] if m["mountPath"] == directory]
+    assert mount.get("readOnly") is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["projected"]["defaultMode"] == 0o440  # the pod's group only (fsGroup)
+    [(secret, item)] = [(source["secret"]["name"], item) for source in volume["projected"]["sources"]
+                        for item in source["secret"]["items"] if item["path"] == filename]
+    return secret, item["key"]
+
+
+def database_env(workload: dict) -> dict[str, str]:
+    env = {e["name"]: e for e in containers(workload)[0]["env"]}
+    # Nothing secret in the environment: not the URL, not a value from any Secret.
+    assert "DATABASE_URL" not in env and not [e for e in env.values() if "valueFrom" in e]
+    return {name: e["value"] for name, e in env.items()}
+
+
+def test_production_payment_reads_the_operators_secret_from_files_and_verifies_the_server():
     objects = render("overlays/production")
     deployment = find(objects, "Deployment", "payment", "payment")
-    env = {e["name"]: e for e in containers(deployment)[0]["env"]}
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "payment-db-app", "key": "uri"}
     cluster = find(objects, "Cluster", "payment-db", "payment")
-    # CloudNativePG names the application Secret <cluster>-app.
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == f"{cluster['metadata']['name']}-app"
+    name = cluster["metadata"]["name"]
+    env = database_env(deployment)
+    # CloudNativePG names the application Secret <cluster>-app (its `uri` key: host
+    # <cluster>-rw.<namespace>) and the cluster's CA Secret <cluster>-ca (key ca.crt).
+    assert projected_file(deployment, env["DATABASE_URL_FILE"]) == (f"{name}-app", "uri")
+    assert env["PGSSLMODE"] == "verify-full"
+    assert projected_file(deployment, env["PGSSLROOTCERT"]) == (f"{name}-ca", "ca.crt")
+    # Of the CA Secret only the certificate: its private key is never mounted.
+    pod = deployment["spec"]["template"]["spec"]
+    mounted = [(s["secret"]["name"], i["key"]) for v in pod["volumes"] if "projected" in v
+               for s in v["projected"]["sources"] for i in s["secret"]["items"]]
+    assert (f"{name}-ca", "ca.key") not in mounted
+    # The operator makes the CA and the server certificate itself (none supplied), so
+    # <cluster>-ca exists and the certificate names the -rw Service as <cluster>-rw,
+    # <cluster>-rw.<ns> and <cluster>-rw.<ns>.svc, the second being the `uri` key's host.
+    assert "certificates" not in cluster["spec"]
     # The secret key as a file from the Secret `payment-secrets`, never an environment value.
     assert "DJANGO_SECRET_KEY" not in env
-    assert secret_file(deployment, env["DJANGO_SECRET_KEY_FILE"]["value"]) == ("payment-secrets", "django-secret-key")
-    assert env["MIGRATE_ON_START"]["value"] == "false"
+    assert secret_file(deployment, env["DJANGO_SECRET_KEY_FILE"]) == ("payment-secrets", "django-secret-key")
+    assert env["MIGRATE_ON_START"] == "false"
     assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
     volumes = deployment["spec"]["template"]["spec"]["volumes"]
     assert not [v for v in volumes if "persistentVolumeClaim" in v]
@@ -144,12 +176,13 @@ def test_the_migration_job_runs_the_deployed_image_and_is_no_endpoint():
     job = find(objects, "Job", "payment-migrate", "payment")
     deployment = find(objects, "Deployment", "payment", "payment")
     assert containers(job)[0]["image"] == containers(deployment)[0]["image"]
-    # The same database and secret key as the app.
-    job_env = {e["name"]: e for e in containers(job)[0]["env"]}
-    app_env = {e["name"]: e for e in containers(deployment)[0]["env"]}
-    assert job_env["DATABASE_URL"] == app_env["DATABASE_URL"]
-    assert secret_file(job, job_env["DJANGO_SECRET_KEY_FILE"]["value"]) == secret_file(
-        deployment, app_env["DJANGO_SECRET_KEY_FILE"]["value"])
+    # The same database, server check and secret key as the app.
+    job_env, app_env = database_env(job), database_env(deployment)
+    for name in ("DATABASE_URL_FILE", "PGSSLROOTCERT"):
+        assert projected_file(job, job_env[name]) == projected_file(deployment, app_env[name])
+    assert job_env["PGSSLMODE"] == app_env["PGSSLMODE"] == "verify-full"
+    assert secret_file(job, job_env["DJANGO_SECRET_KEY_FILE"]) == secret_file(
+        deployment, app_env["DJANGO_SECRET_KEY_FILE"])
     # The Job's non-root user can read the file (group-readable, fsGroup set).
     assert job["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001
     # The Service must never send a charge to a migration pod.
@@ -216,7 +249,7 @@ def test_a_staging_overlay_switched_to_postgres_renders_like_production():
     assert staged == produced
     deployment = find(objects, "Deployment", "payment", "payment")
     names = {e["name"] for e in containers(deployment)[0]["env"]}
-    assert {"DATABASE_URL", "DJANGO_SECRET_KEY_FILE", "MIGRATE_ON_START"} <= names
+    assert {"DATABASE_URL_FILE", "PGSSLMODE", "PGSSLROOTCERT", "DJANGO_SECRET_KEY_FILE", "MIGRATE_ON_START"} <= names
 
 
 def test_the_database_part_carries_the_recommended_labels():

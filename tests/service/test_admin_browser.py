@@ -23,7 +23,9 @@ USER, PASSWORD = "ops", "a-long-test-password-for-the-browser"
 
 def login(base: str) -> str:
     """The admin's own login form over HTTP; returns the session cookie's value."""
-    jar = http.cookiejar.CookieJar()
+    # The cookies are Secure; a browser sends them to http://localhost (a secure context),
+    # which urllib's default policy would not.
+    jar = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(secure_protocols=("https", "wss", "http")))
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     opener.open(f"{base}/admin/login/", timeout=10).read()
     csrf = next(c.value for c in jar if c.name == "csrftoken")

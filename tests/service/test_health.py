@@ -1,9 +1,12 @@
 """Health views for the Kubernetes probes, and the API schema and docs pages."""
 
 import json
+import logging
 
 import pytest
 from django.db import connection
+
+from payment_app import health
 
 from harness.server import free_port
 
@@ -43,17 +46,53 @@ def test_liveness_has_no_dependencies(client, database_unreachable):
 def test_readiness_checks_database_writability_and_migrations(client):
     response = client.get("/readyz", HTTP_ACCEPT="application/json")
     assert response.status_code == 200, response.content
-    assert set(json.loads(response.content).values()) == {"OK"}
-    assert len(json.loads(response.content)) == 3
+    assert json.loads(response.content) == {"DatabaseWritable": "OK", "MigrationsApplied": "OK"}
+
+
+@pytest.fixture
+def readiness_log(monkeypatch, caplog):
+    """A fresh per-worker readiness state, and every log record of the test."""
+    monkeypatch.setattr(health, "STATE", health._ReadinessState())
+    caplog.set_level(logging.DEBUG)
+    return caplog
 
 
 @pytest.mark.django_db(transaction=True)
-def test_readiness_fails_when_the_database_cannot_be_written(client, database_unreachable):
-    response = client.get("/readyz", HTTP_ACCEPT="application/json")
-    assert response.status_code == 500
+@pytest.mark.parametrize("accept", ["application/json", "text/html", "*/*"])
+def test_readiness_fails_with_503_and_no_internals(client, database_unreachable, accept):
+    response = client.get("/readyz", HTTP_ACCEPT=accept)
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
     results = json.loads(response.content)
     expected = "cannot query the database" if connection.vendor == "postgresql" else "cannot open the database"
-    assert expected in results["DatabaseWritable(alias='default', lock_timeout=1.0)"]
+    assert results["DatabaseWritable"] == f"Unavailable: {expected}"
+    text = response.content.decode()
+    # Nothing about where the database is: not its host, port, file or driver message.
+    settings_dict = connection.settings_dict
+    for internal in (settings_dict.get("HOST"), settings_dict.get("PORT"), str(settings_dict["NAME"]), "failed"):
+        if internal:
+            assert str(internal) not in text, (internal, text)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_of_readiness_is_logged_once_and_never_as_an_error(client, database_unreachable, readiness_log):
+    for _ in range(3):
+        assert client.get("/readyz", HTTP_ACCEPT="application/json").status_code == 503
+    records = [r for r in readiness_log.records if r.name not in ("django.db.backends",)]
+    assert [r.levelname for r in records if r.levelno >= logging.ERROR] == []
+    changes = [r for r in records if r.name == "payment_app.health"]
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in changes] == [("WARNING", "not ready")], records
+    # The log, not the answer, carries the detail an operator needs.
+    assert "DatabaseWritable" in changes[0].getMessage() and "(" in changes[0].getMessage()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recovery_is_logged_once(client, readiness_log, monkeypatch):
+    health.STATE.ready = False
+    for _ in range(3):
+        assert client.get("/readyz", HTTP_ACCEPT="application/json").status_code == 200
+    changes = [(r.levelname, r.getMessage()) for r in readiness_log.records if r.name == "payment_app.health"]
+    assert changes == [("INFO", "ready")]
 
 
 def test_readiness_fails_with_unapplied_migrations(client, monkeypatch):
@@ -61,7 +100,7 @@ def test_readiness_fails_with_unapplied_migrations(client, monkeypatch):
 
     monkeypatch.setattr(MigrationExecutor, "migration_plan", lambda self, targets: [("fake", False)])
     response = client.get("/readyz", HTTP_ACCEPT="application/json")
-    assert response.status_code == 500
+    assert response.status_code == 503
     assert "1 migration(s) not applied" in response.content.decode()
 
 

@@ -112,7 +112,7 @@ def test_readiness_is_exported(server):
 def test_unreadiness_is_exported(server):
     assert server.get("/readyz").status == 200
     with DatabaseLock(server.database, sys.executable):
-        assert server.get("/readyz").status == 500
+        assert server.get("/readyz").status == 503
         assert samples(server.metrics())[("payment_ready", ())] == 0.0
     assert server.get("/readyz").status == 200
     assert samples(server.metrics())[("payment_ready", ())] == 1.0

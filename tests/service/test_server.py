@@ -120,12 +120,25 @@ def test_admin_user_from_environment_is_created_once(tmp_path):
     env = {"DJANGO_SUPERUSER_USERNAME": "ops", "DJANGO_SUPERUSER_PASSWORD": "a-long-test-password"}
     first = srv.run("true", extra_env=env)
     assert first.returncode == 0, first.stderr
-    assert "superuser 'ops' created" in first.stdout
+    assert "operator 'ops' created (view charge attempts only)" in first.stdout
     again = srv.run("true", extra_env=env)
     assert again.returncode == 0, again.stderr
-    assert "superuser 'ops' exists; password unchanged" in again.stdout
+    assert "operator 'ops' exists; password unchanged" in again.stdout
     with srv.db() as db:
-        assert db.execute("SELECT COUNT(*) FROM auth_user WHERE username='ops' AND is_superuser").fetchone() == (1,)
+        row = db.execute("SELECT is_staff, is_superuser FROM auth_user WHERE username='ops'").fetchone()
+    assert tuple(map(bool, row)) == (True, False)  # staff, not a superuser (booleans are 0/1 in SQLite)
+
+
+def test_a_weak_admin_password_stops_the_start_with_one_clear_line(tmp_path):
+    srv = Server(tmp_path)
+    run = srv.run("true", extra_env={"DJANGO_SUPERUSER_USERNAME": "ops", "DJANGO_SUPERUSER_PASSWORD": "x"})
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "DJANGO_SUPERUSER_PASSWORD is refused by AUTH_PASSWORD_VALIDATORS" in errors[0], run.stderr
+    assert "too short" in errors[0]
+    with srv.db() as db:
+        assert db.execute("SELECT COUNT(*) FROM auth_user").fetchone() == (0,)
 
 
 def test_admin_password_follows_the_secret_at_the_next_start(tmp_path):
@@ -157,14 +170,14 @@ def test_admin_password_follows_the_secret_at_the_next_start(tmp_path):
         return run.stdout, stored
 
     out, created = start(old)
-    assert "superuser 'ops' created" in out and check_password(old, created)
+    assert "operator 'ops' created" in out and check_password(old, created)
 
     out, unchanged = start(old)
-    assert "superuser 'ops' exists; password unchanged" in out
+    assert "operator 'ops' exists; password unchanged" in out
     assert unchanged == created, "same password: the stored hash (and its salt) is left alone"
 
     out, rotated = start(new)
-    assert "superuser 'ops' exists; password changed" in out
+    assert "operator 'ops' exists; password changed" in out
     assert check_password(new, rotated) and not check_password(old, rotated)
 
     # A Secret without the password key never blanks or replaces the real one.
@@ -178,7 +191,7 @@ def test_no_admin_secret_means_no_admin_user_and_a_normal_start(tmp_path):
     run = srv.run("true", extra_env={"DJANGO_SUPERUSER_USERNAME_FILE": str(missing / "username"),
                                      "DJANGO_SUPERUSER_PASSWORD_FILE": str(missing / "password")})
     assert run.returncode == 0, run.stderr
-    assert "superuser" not in run.stdout
+    assert "operator" not in run.stdout
     with srv.db() as db:
         assert db.execute("SELECT COUNT(*) FROM auth_user").fetchone() == (0,)
 
@@ -259,6 +272,7 @@ def test_make_run_serves_through_one_start_up(tmp_path):
     env = {
         **os.environ,
         "PORT": str(port),
+        "METRICS_PORT": str(free_port()),  # never the default 9000, which other software may hold
         "DATABASE_PATH": str(tmp_path / "payment.sqlite3"),
         "DJANGO_SECRET_KEY_FILE": str(tmp_path / "secret_key"),
         "STATIC_ROOT": str(tmp_path / "static"),
@@ -293,8 +307,26 @@ def test_make_run_serves_through_one_start_up(tmp_path):
     log = log_path.read_text()
     assert log.count("generated a new secret key file") == 1, log
     assert log.count("Operations to perform") == 1, log  # migrations once
-    assert log.count("superuser 'ops' created") == 1, log
+    assert log.count("operator 'ops' created") == 1, log
     assert f"Listening at: http://127.0.0.1:{port}" in log, log
+
+
+def test_a_taken_metrics_port_stops_the_start_with_one_line_naming_metrics_port(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        srv = Server(tmp_path, metrics_port=taken.getsockname()[1])
+        srv.start(wait=False)
+        try:
+            assert srv.process.wait(60) == 1, srv.log()
+        finally:
+            srv.stop()
+    log = srv.log()
+    assert "Traceback" not in log, log
+    errors = [r for r in srv.log_records() if r.get("level") == "ERROR"]
+    assert len(errors) == 1, log
+    message = errors[0]["message"]
+    assert "METRICS_PORT" in message and str(srv.metrics_port) in message, message
 
 
 def test_chunked_body_is_refused_with_a_clear_json_411(server):
