@@ -12,6 +12,7 @@ the tree pins from its `crds/` subfolder.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import pathlib
@@ -21,8 +22,8 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 import ssl
+import urllib.request
 
 import yaml
 
@@ -191,9 +192,31 @@ class ControlPlane:
         self.wait_for(lambda: self.get("serviceaccount", "default", namespace="default"),
                       "the controller-manager to create default/default", timeout=60)
 
-    def _wait_ready(self, pki: pathlib.Path, timeout: float = 60) -> None:
+    def _tls(self, pki: pathlib.Path) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return context
+
+    def request(self, method: str, path: str, *, user: str, groups: tuple[str, ...] = ()) -> tuple[int, str]:
+        """A raw API request as an impersonated user (the admin's certificate carries the
+        impersonation), for calls kubectl only makes after checks of its own, such as the
+        port-forward CONNECT on a pod that is not running."""
+        # http.client, because each group is a header of its own (urllib keeps one per name).
+        host, port = self.server.removeprefix("https://").split(":")
+        connection = http.client.HTTPSConnection(host, int(port), context=self._tls(self.workdir / "pki"), timeout=10)
+        try:
+            connection.putrequest(method, path)
+            connection.putheader("Impersonate-User", user)
+            for group in groups:
+                connection.putheader("Impersonate-Group", group)
+            connection.endheaders()
+            answer = connection.getresponse()
+            return answer.status, answer.read().decode(errors="replace")
+        finally:
+            connection.close()
+
+    def _wait_ready(self, pki: pathlib.Path, timeout: float = 60) -> None:
+        context = self._tls(pki)
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()

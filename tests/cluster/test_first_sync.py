@@ -333,3 +333,37 @@ def test_the_guide_lists_the_steps_by_hand_the_tier_performs():
     for steps in SECRETS_BY_HAND.values():
         for namespace, name, _ in steps:
             assert f"`{name}`" in checklist and f"`{namespace}`" in checklist, (namespace, name)
+
+
+def test_break_glass_may_port_forward_to_payment_but_not_to_the_database(synced):
+    """The break-glass group's pods/portforward right covers every pod of the namespace;
+    the admission policy of components/postgres/platform refuses the database's. The
+    CONNECT reaches admission on the real API server; with no kubelet, an admitted one
+    then fails for want of a node, which is how the two are told apart."""
+    if synced.env != "production":
+        pytest.skip("break-glass and the database are production's")
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": "payment"},
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "registry.example.com/x:1", "securityContext": {
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+        },
+    }
+    for name in ("payment-db-1", "payment-6d4cf56db6-abcde"):
+        pod["metadata"]["name"] = name
+        synced.plane.apply([pod], field_manager="test")
+
+    def forward(name: str) -> tuple[int, str]:
+        return synced.plane.request("POST", f"/api/v1/namespaces/payment/pods/{name}/portforward?ports=8080",
+                                    user="oncall@example.com", groups=("payment-break-glass", "system:authenticated"))
+
+    status, body = forward("payment-db-1")
+    assert status == 403 and "antaeus-billing-no-port-forward-to-payment-db" in body, (status, body)
+    status, body = forward("payment-6d4cf56db6-abcde")
+    assert status != 403 and "no port-forward" not in body, (status, body)
+    # And a developer may not port-forward at all (RBAC, before admission).
+    status, body = synced.plane.request("POST", "/api/v1/namespaces/payment/pods/payment-6d4cf56db6-abcde/portforward?ports=8080",
+                                        user="dev@example.com", groups=("payment-developers", "system:authenticated"))
+    assert status == 403 and "cannot create resource" in body, (status, body)
