@@ -83,6 +83,7 @@ NOT_OURS = {
     "CONN_HEALTH_CHECKS": "a key of Django's DATABASES setting",
     "ANTAEUS_TOKEN": "an example name for scripts/verify-deployment --token-env",
     "PROTOCOL_CASES": "the hostile-input table of tests/reliability/test_proxy.py",
+    "AUTH_PASSWORD_VALIDATORS": "a Django setting (payment_project/settings.py), not a variable",
 }
 OTEL_SDK = re.compile(r"OTEL_[A-Z_]+")  # the OpenTelemetry SDK reads every OTEL_* variable itself
 # Variables the operating system provides, which the harness passes on.
@@ -244,7 +245,8 @@ def _python_reads(path: pathlib.Path) -> tuple[dict[str, str], list[str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and node.args:
             callee = ast.unparse(node.func)
-            if callee in ("os.environ.get", "os.getenv", "env") or re.fullmatch(r"env\.\w+", callee):
+            # env.str(...), and django-environ's FileAwareEnv().str(...) (NAME or NAME_FILE).
+            if callee in ("os.environ.get", "os.getenv", "env") or re.fullmatch(r"(?:env|environ\.FileAwareEnv\(\))\.\w+", callee):
                 read(node, node.args[0])
             elif callee in ENV_HELPERS:
                 read(node, node.args[0], ENV_HELPERS[callee])
