@@ -180,3 +180,12 @@ def test_grafana_reads_config_maps_but_no_secret_anywhere():
     assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]
     for sidecar in ("dashboards", "datasources"):
         assert grafana["sidecar"][sidecar]["resource"] == "configmap", sidecar
+
+
+def test_kube_state_metrics_lists_no_secret():
+    """Its `secrets` collector lists every Secret in the cluster (values included) to
+    count them; the release keeps the chart's other default collectors."""
+    values = find(controller(), "HelmRelease", "kube-prometheus-stack", "flux-system")["spec"]["values"]
+    collectors = values["kube-state-metrics"]["collectors"]
+    assert "secrets" not in collectors
+    assert {"deployments", "pods", "horizontalpodautoscalers", "poddisruptionbudgets", "jobs"} <= set(collectors)
