@@ -19,10 +19,10 @@ import pathlib
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
-import ssl
 import urllib.request
 
 import yaml

@@ -2,9 +2,9 @@
 
 For each environment, on a new cluster: the bootstrap (Flux's CRDs and its controllers'
 identities), then `clusters/<env>/`, then every Flux Kustomization's path in `dependsOn`
-order, applied server-side as the identity that Kustomization impersonates (its `serviceAccountName`; unset, Flux's
-own kustomize-controller account, and the tests require it set so that the tree also
-works under Flux's multi-tenancy lockdown). After each step, the reads that
+order, applied server-side as the identity that Kustomization impersonates (its
+`serviceAccountName`; unset, Flux's own kustomize-controller account, and the tests
+require it set so that the tree also works under Flux's multi-tenancy lockdown). After each step, the reads that
 kustomize-controller's health check (kstatus) makes, as that identity, and what the real
 controllers did with the objects: ReplicaSets and Pods created and admitted, the
 migration Job's Pods created, the autoscaler's target found, no FailedCreate.
@@ -107,7 +107,7 @@ class FirstSync:
         self.applied: dict[tuple[str, str], list[dict]] = {}
         self.order: list[tuple[str, str]] = []
         self.secrets_done: set[tuple[str, str]] = set()
-        # (step, category) -> problems found at that step.
+        # category (apply, health-read, pods, autoscaler) -> the problems, each with its step.
         self.findings: dict[str, list[str]] = {}
 
     def problem(self, category: str, key: tuple[str, str], message: str) -> None:
@@ -216,12 +216,6 @@ class FirstSync:
 
     def identity_of(self, key: tuple[str, str]) -> str:
         return identity(key[0], self.kustomizations[key]["spec"].get("serviceAccountName"))
-
-
-CLUSTER_SCOPED = {
-    "Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "ClusterIssuer",
-    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "PriorityClass", "IngressClass",
-}
 
 
 @pytest.fixture(scope="module", params=ENVIRONMENTS)
