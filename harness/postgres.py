@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 

@@ -3,6 +3,7 @@ variable the code reads (the second half); docs/deploy.md's snippets match the m
 
 from __future__ import annotations
 
+import pathlib
 import re
 import textwrap
 

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from tests.kube import REPO, find, render, render_text
+from tests.kube import REPO, render, render_text
 
 pytestmark = pytest.mark.manifests
 

@@ -5,7 +5,6 @@ All traffic goes to 127.0.0.1. Every loop is bounded by a count or a deadline.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import itertools
 import json

@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from harness.server import NGINX_CONF, Server, antaeus_request, read_reply, send_raw
-from tests.reliability.test_hostile_input import PROTOCOL_CASES, assert_json_refusal, request
+from tests.reliability.test_hostile_input import PROTOCOL_CASES, assert_json_refusal
 
 pytestmark = pytest.mark.server
 
