@@ -100,7 +100,9 @@ def _json_write_error(sock, status_int, reason, mesg):
 
 
 # gunicorn has no setting for its error page; its workers call util.write_error for every
-# refusal (tests/reliability/test_proxy.py checks the answers).
+# refusal. That function is gunicorn's internal, not a documented API: the hostile-input
+# table's `header-control-character` case (run through nginx by tests/reliability) fails
+# if a gunicorn release stops calling it.
 gunicorn_util.write_error = _json_write_error
 
 # Logs: gunicorn's own lines as JSON on stdout, like the application's. The service logs
