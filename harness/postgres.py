@@ -13,13 +13,14 @@ import os
 import pathlib
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 
 import psycopg
+
+from harness.ports import free_port
 
 BACKEND = os.environ.get("PAYMENT_TEST_BACKEND", "sqlite")
 ADMIN_URL = os.environ.get("PAYMENT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -69,11 +70,6 @@ def drop_databases(admin_url: str = ADMIN_URL) -> None:
 def connect(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True, connect_timeout=5)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bin(name: str) -> str:

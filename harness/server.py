@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from harness import postgres
 from harness.cpu_limit import CpuLimit
+from harness.ports import free_port
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # The container's entrypoint, relative to the checkout (Server.tree) it runs from.
@@ -34,11 +35,6 @@ ANTAEUS_HOST = "payment.payment.svc.cluster.local:8000"
 # The same names the Kubernetes config allows (base/payment): every in-cluster name of the Service.
 CLUSTER_ALLOWED_HOSTS = "payment.payment.svc.cluster.local,payment.payment.svc,payment.payment,payment,localhost"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def antaeus_request(body: bytes = ANTAEUS_BODY, *, path: str = "/api/v1/charges", host: str = ANTAEUS_HOST,

@@ -18,7 +18,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -26,6 +25,8 @@ import time
 import urllib.request
 
 import yaml
+
+from harness.ports import free_port
 
 ASSETS_VARIABLE = "KUBEBUILDER_ASSETS"
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -55,11 +56,6 @@ def etcd_binary(assets: pathlib.Path) -> str:
             return str(candidate)
     raise Unavailable("etcd is not installed (Debian: apt-get install etcd-server)")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _openssl(*args: str, cwd: pathlib.Path) -> None:
