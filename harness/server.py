@@ -36,7 +36,6 @@ ANTAEUS_HOST = "payment.payment.svc.cluster.local:8000"
 CLUSTER_ALLOWED_HOSTS = "payment.payment.svc.cluster.local,payment.payment.svc,payment.payment,payment,localhost"
 
 
-
 def antaeus_request(body: bytes = ANTAEUS_BODY, *, path: str = "/api/v1/charges", host: str = ANTAEUS_HOST,
                     extra_headers: dict[str, str] | None = None) -> bytes:
     """The request stock Antaeus's khttp client sends (../shared/antaeus-contract.md)."""

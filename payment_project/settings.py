@@ -239,10 +239,10 @@ STORAGES = {
 # Every failed admin login is recorded in the database (so all pods share the count) and
 # logged (WARNING "AXES: ... login failure by {username, ip_address, ...}", never the
 # password). After ADMIN_LOGIN_FAILURE_LIMIT failures the login is refused without
-# checking any password until ADMIN_LOGIN_LOCKOUT_MINUTES pass: a password check
-# costs a gunicorn worker 0.29 s of CPU (docs/deploy.md), time charges would otherwise
-# queue behind, so a flood gets a few checks per lockout period and then only
-# cheap refusals. Refusals during the lockout are not recorded (each would write to the
+# checking any password until ADMIN_LOGIN_LOCKOUT_MINUTES pass: a password check holds
+# a gunicorn worker's CPU for a long time (docs/deploy.md gives the figure), time charges
+# would otherwise queue behind, so a flood gets a few checks per lockout period and then
+# only cheap refusals. Refusals during the lockout are not recorded (each would write to the
 # database, and extend the lockout for ever while a flood lasts).
 # Locked by address or by user name, whichever reaches the limit: in the pod every
 # client reaches gunicorn from nginx on loopback, so the address count is the total for
