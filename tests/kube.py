@@ -54,3 +54,28 @@ def find(objects: list[dict], kind: str, name: str, namespace: str | None = None
     if len(matches) != 1:
         raise AssertionError(f"expected one {kind} {namespace}/{name}, found {len(matches)}")
     return matches[0]
+
+
+# flux bootstrap writes clusters/<env>/flux-system/ in a fork: the controllers and their
+# CRDs (this file), and a Kustomization that applies the cluster folder itself.
+BOOTSTRAP_COMPONENTS = "gotk-components.yaml"
+
+
+def cluster_manifests(env: str) -> list[dict]:
+    """What the bootstrap's flux-system Kustomization applies beside Flux itself: every
+    manifest under clusters/<env>/ (Flux generates a kustomization.yaml including them all)."""
+    root = REPO / "clusters" / env
+    assert not (root / "kustomization.yaml").exists(), "Flux would then apply only what it lists"
+    return [
+        obj
+        for path in sorted(root.rglob("*.yaml"))
+        if path.name != BOOTSTRAP_COMPONENTS
+        for obj in yaml.safe_load_all(path.read_text())
+        if obj
+    ]
+
+
+def is_bootstrap(ks: dict) -> bool:
+    """The Kustomization `flux bootstrap` writes into clusters/<env>/flux-system/ (in a
+    fork that has been bootstrapped): it applies the cluster folder itself."""
+    return ks["metadata"]["name"] == "flux-system" and ks["metadata"]["namespace"] == "flux-system"

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.cluster.controlplane import ControlPlane, Unavailable, assets_dir
-from tests.kube import REPO, render
+from tests.kube import REPO, cluster_manifests, is_bootstrap, render
 
 pytestmark = pytest.mark.cluster
 
@@ -73,17 +73,6 @@ def bootstrap(plane: ControlPlane) -> None:
     plane.apply(objects, field_manager="flux-bootstrap")
 
 
-def cluster_entry_points(env: str) -> list[dict]:
-    """What the bootstrap's flux-system Kustomization applies: every manifest under
-    clusters/<env>/."""
-    return [
-        doc
-        for path in sorted((REPO / "clusters" / env).rglob("*.yaml"))
-        for doc in yaml.safe_load_all(path.read_text())
-        if doc
-    ]
-
-
 def dependency_order(kustomizations: dict[tuple[str, str], dict], done: set) -> list[tuple[str, str]]:
     """The Kustomizations whose dependencies are all done, in a stable order."""
     ready = []
@@ -115,7 +104,7 @@ class FirstSync:
 
     def run(self) -> None:
         bootstrap(self.plane)
-        entry = cluster_entry_points(self.env)
+        entry = cluster_manifests(self.env)
         # The bootstrap Kustomization runs as kustomize-controller (the lockdown patch
         # Flux's multi-tenancy guide gives it).
         self.plane.apply(entry, identity=identity("flux-system", "kustomize-controller"))
@@ -130,7 +119,10 @@ class FirstSync:
 
     def _collect(self, objects: list[dict]) -> None:
         for obj in objects:
-            if obj["kind"] == "Kustomization" and obj["apiVersion"].startswith("kustomize.toolkit.fluxcd.io/"):
+            # The bootstrap's own Kustomization (a bootstrapped fork has it) applies this
+            # folder, which run() has just done.
+            if obj["kind"] == "Kustomization" and obj["apiVersion"].startswith("kustomize.toolkit.fluxcd.io/") \
+                    and not is_bootstrap(obj):
                 key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
                 assert key not in self.kustomizations, f"{key} defined twice"
                 self.kustomizations[key] = obj

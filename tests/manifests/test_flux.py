@@ -12,36 +12,18 @@ import pydantic
 import pytest
 import yaml
 
-from tests.kube import REPO, find, render
+from tests.kube import REPO, cluster_manifests, find, is_bootstrap, render
 from tests.models import validate_strictly
-from tests.manifests.conftest import ENVIRONMENTS, PART_NAMESPACES, SERVICES, is_built_in, load_yaml_documents, parts
+from tests.manifests.conftest import ENVIRONMENTS, PART_NAMESPACES, SERVICES, is_built_in, parts
 
 pytestmark = pytest.mark.manifests
 
 FLUX_GROUPS = ("kustomize.toolkit.fluxcd.io/", "source.toolkit.fluxcd.io/", "helm.toolkit.fluxcd.io/")
-# flux bootstrap writes clusters/<env>/flux-system/ (the controllers and their CRDs);
-# only its Flux objects matter here.
-BOOTSTRAP_COMPONENTS = "gotk-components.yaml"
 
 
 def bootstrap_objects(env: str) -> list[dict]:
-    """What the bootstrap's flux-system Kustomization applies: every manifest under
-    clusters/<env>/ (Flux generates a kustomization.yaml including them all)."""
-    root = REPO / "clusters" / env
-    assert not (root / "kustomization.yaml").exists(), "Flux would then apply only what it lists"
-    return [
-        obj
-        for path in sorted(root.rglob("*.yaml"))
-        if path.name != BOOTSTRAP_COMPONENTS
-        for obj in load_yaml_documents(path)
-        if obj.get("apiVersion", "").startswith(FLUX_GROUPS)
-    ]
-
-
-def is_bootstrap(ks: dict) -> bool:
-    """The Kustomization `flux bootstrap` writes into clusters/<env>/flux-system/ (in a
-    fork that has been bootstrapped): it applies the cluster folder itself."""
-    return ks["metadata"]["name"] == "flux-system" and ks["metadata"]["namespace"] == "flux-system"
+    """The Flux objects the bootstrap's flux-system Kustomization applies."""
+    return [obj for obj in cluster_manifests(env) if obj.get("apiVersion", "").startswith(FLUX_GROUPS)]
 
 
 def flux_kustomizations(env: str, *, with_bootstrap: bool = False) -> dict[tuple[str, str], dict]:
